@@ -1,0 +1,72 @@
+"""The ``pe-seg`` command line: one sub-command per job.
+
+Each sub-command parses its flags here and calls the library function that does the work, so the CLI,
+the MONAI bundle and the tests share one implementation. User errors (:class:`PESegError`) print one line
+and exit with their own code; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from pe_segmentation import __version__
+from pe_segmentation.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, PESegError
+
+log = logging.getLogger("pe_segmentation")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pe-seg", description="Pulmonary-embolism segmentation on CT pulmonary angiography."
+    )
+    parser.add_argument("--version", action="version", version=f"pe-seg {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    from pe_segmentation import commands as command_modules
+
+    for module in command_modules.ALL:
+        module.add_parser(commands)
+    return parser
+
+
+def _configure_logging(debug: bool, quiet: bool) -> None:
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if debug else "%(message)s"))
+    root = logging.getLogger("pe_segmentation")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``pe-seg`` with ``argv`` (default: ``sys.argv[1:]``) and return its exit code."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.debug, args.quiet)
+    handler: Handler = args.handler
+    try:
+        return int(handler(args) or 0)
+    except PESegError as err:
+        if args.debug:
+            log.exception("error")
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:  # a bug: say so plainly, keep the traceback for --debug
+        if args.debug:
+            raise
+        print(f"internal error: {type(err).__name__}: {err} (run with --debug for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""Errors that pe-seg reports to users as one line and a distinct exit code.
+
+Every error a user can cause (bad input file, bad config, bad checkpoint, an output that cannot be written)
+is a :class:`PESegError` subclass. The CLI prints ``error: <message>`` and exits with the class's
+``exit_code``; a traceback is shown only with ``--debug``. Anything else that escapes is a bug and exits
+with :data:`EXIT_INTERNAL`.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2  # argparse's own code for bad command-line usage
+EXIT_INPUT = 3
+EXIT_CONFIG = 4
+EXIT_CHECKPOINT = 5
+EXIT_OUTPUT = 6
+EXIT_INTERRUPTED = 130
+
+
+class PESegError(Exception):
+    """Base class of the errors users can cause; ``str(err)`` is the one-line message shown to them."""
+
+    exit_code: int = EXIT_INTERNAL
+
+
+class InputDataError(PESegError):
+    """An input image, label or DICOM folder is missing, unreadable or inconsistent."""
+
+    exit_code = EXIT_INPUT
+
+
+class ConfigError(PESegError):
+    """A configuration file or override is invalid."""
+
+    exit_code = EXIT_CONFIG
+
+
+class CheckpointError(PESegError):
+    """A checkpoint is missing, corrupt, unsafe, or belongs to another architecture."""
+
+    exit_code = EXIT_CHECKPOINT
+
+
+class OutputError(PESegError):
+    """An output file or folder cannot be written."""
+
+    exit_code = EXIT_OUTPUT

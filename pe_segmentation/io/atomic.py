@@ -1,0 +1,70 @@
+"""Atomic file output: a result either appears whole under its final name or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from pe_segmentation.errors import OutputError
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Persist a rename on POSIX file systems; a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path in the destination folder; on success fsync it and rename it to ``path``.
+
+    The temporary name keeps the final suffixes (``.nii.gz``, ``.nrrd``) so that libraries choosing a
+    format by extension write the right one. On any error the temporary file is removed and nothing
+    appears under ``path``; OS errors are reported as :class:`OutputError` naming the file.
+
+    Args:
+        path: the final file name.
+    """
+    final = Path(path)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{final.parent}: cannot create output folder ({err.strerror or err})") from err
+    suffix = "".join(final.suffixes)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+        _fsync_directory(final.parent)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{final}: cannot write ({err.strerror or err})") from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
