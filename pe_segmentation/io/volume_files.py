@@ -1,0 +1,117 @@
+"""Volume files (NIfTI, NRRD, MHA/MHD) read into and written from :class:`Volume`.
+
+SimpleITK reads and writes all of them, so one code path gives one geometry convention: the affine of a file
+read here equals SimpleITK's geometry of the same file, by construction. (nibabel was measured no faster on
+``.nii.gz``, where gzip dominates: see ``benchmarks/bench_io.py``.)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from pe_segmentation.errors import InputDataError, OutputError
+from pe_segmentation.io.atomic import atomic_output
+from pe_segmentation.io.volume import Volume, volume_from_sitk, volume_to_sitk
+
+log = logging.getLogger(__name__)
+
+READABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+WRITABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
+
+
+def volume_suffix(path: str | os.PathLike[str]) -> str:
+    """The format suffix of ``path`` (``.nii.gz`` counts as one), lower-case; ``""`` when not a volume file."""
+    name = Path(path).name.lower()
+    for suffix in sorted(READABLE_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return suffix
+    return ""
+
+
+def is_volume_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names a file format :func:`read_volume` understands (by extension)."""
+    return bool(volume_suffix(path))
+
+
+def case_name(path: str | os.PathLike[str]) -> str:
+    """The file name without its volume suffix (``case_001.nii.gz`` -> ``case_001``)."""
+    path = Path(path)
+    suffix = volume_suffix(path)
+    return path.name[: -len(suffix)] if suffix else path.name
+
+
+def _squeeze_to_3d(image: sitk.Image, path: Path) -> sitk.Image:
+    """Accept 4D files whose extra axes have length 1 (a common export quirk); refuse real 4D series."""
+    size = image.GetSize()
+    if image.GetDimension() == 3:
+        return image
+    if image.GetDimension() == 2:
+        raise InputDataError(f"{path}: is a 2D image of size {size}; a CT volume is 3D")
+    if image.GetDimension() == 4 and size[3] == 1:
+        log.warning("%s: 4D file with one volume; using it as 3D", path)
+        return sitk.Extract(image, (*size[:3], 0), (0, 0, 0, 0))
+    raise InputDataError(f"{path}: is a {image.GetDimension()}D image of size {size}; expected one 3D volume")
+
+
+def read_volume(path: str | os.PathLike[str], *, allow_vector: bool = False) -> Volume:
+    """Read a 3D NIfTI/NRRD/MHA/MHD file.
+
+    Args:
+        path: the file.
+        allow_vector: keep multi-component pixels (otherwise they are refused).
+
+    Raises:
+        InputDataError: missing, unreadable or corrupt file; not 3D; an empty axis; NaN or infinite voxels.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputDataError(f"{path}: no such file")
+    if not is_volume_file(path):
+        raise InputDataError(f"{path}: unknown volume format (expected one of {', '.join(READABLE_SUFFIXES)})")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        detail = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown reason"
+        raise InputDataError(f"{path}: cannot read ({_short_itk_reason(detail)})") from err
+    image = _squeeze_to_3d(image, path)
+    if 0 in image.GetSize():
+        raise InputDataError(f"{path}: has an empty axis (size {image.GetSize()})")
+    if image.GetNumberOfComponentsPerPixel() != 1 and not allow_vector:
+        raise InputDataError(f"{path}: has {image.GetNumberOfComponentsPerPixel()} components per voxel; expected 1")
+    volume = volume_from_sitk(image, source=str(path), format=volume_suffix(path))
+    if np.issubdtype(volume.array.dtype, np.floating) and not np.isfinite(volume.array).all():
+        bad = int((~np.isfinite(volume.array)).sum())
+        raise InputDataError(f"{path}: contains {bad} NaN or infinite voxels")
+    return volume
+
+
+def _short_itk_reason(detail: str) -> str:
+    """ITK messages carry source paths and line numbers; keep the human part."""
+    for marker in ("): ", "Description: "):
+        if marker in detail:
+            detail = detail.split(marker)[-1]
+    return detail.strip() or "corrupt or unsupported file"
+
+
+def write_volume(volume: Volume, path: str | os.PathLike[str], *, compress: bool = True) -> Path:
+    """Write ``volume`` atomically as NIfTI, NRRD or MHA (by the extension of ``path``).
+
+    Raises:
+        OutputError: unknown extension or the file cannot be written.
+    """
+    path = Path(path)
+    suffix = volume_suffix(path)
+    if suffix not in WRITABLE_SUFFIXES:
+        raise OutputError(f"{path}: cannot write this format (use one of {', '.join(WRITABLE_SUFFIXES)})")
+    image = volume_to_sitk(volume)
+    with atomic_output(path) as tmp:
+        try:
+            sitk.WriteImage(image, str(tmp), useCompression=compress)
+        except RuntimeError as err:
+            raise OutputError(f"{path}: cannot write ({_short_itk_reason(str(err))})") from err
+    return path
