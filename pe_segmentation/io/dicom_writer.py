@@ -19,10 +19,10 @@ import numpy as np
 import pydicom
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
     CTImageStorage,
     ExplicitVRLittleEndian,
     JPEGLSLossless,
-    PYDICOM_IMPLEMENTATION_UID,
     RLELossless,
     generate_uid,
 )
@@ -91,7 +91,9 @@ def write_dicom_series(
         The written file paths, in slice order k = 0, 1, ...
     """
     if transfer_syntax not in TRANSFER_SYNTAXES:
-        raise ValueError(f"transfer_syntax must be one of {sorted(TRANSFER_SYNTAXES)}, got {transfer_syntax!r}")
+        raise ValueError(
+            f"transfer_syntax must be one of {sorted(TRANSFER_SYNTAXES)}, got {transfer_syntax!r}"
+        )
     folder = Path(folder)
     if folder.exists():
         raise OutputError(f"{folder}: already exists; refusing to mix two series in one folder")
@@ -127,7 +129,11 @@ def write_dicom_series(
             )
             ds.PatientName = patient_name
             ds.PatientID = patient_id
-            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
+            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = (
+                study_uid,
+                series_uid,
+                frame_uid,
+            )
             ds.SeriesDescription, ds.SeriesNumber = series_description, series_number
             ds.StudyDate = ds.SeriesDate = ds.ContentDate = today
             ds.WindowCenter, ds.WindowWidth = center_hu, width_hu

@@ -76,7 +76,9 @@ def affine_from_geometry(
 ) -> np.ndarray:
     """RAS affine from ITK/DICOM-style geometry (LPS origin, direction cosines as columns, spacing)."""
     affine = np.eye(4)
-    affine[:3, :3] = np.asarray(direction_lps, dtype=np.float64).reshape(3, 3) * np.asarray(spacing, dtype=np.float64)
+    affine[:3, :3] = np.asarray(direction_lps, dtype=np.float64).reshape(3, 3) * np.asarray(
+        spacing, dtype=np.float64
+    )
     affine[:3, 3] = np.asarray(origin_lps, dtype=np.float64)
     return LPS_TO_RAS @ affine
 
@@ -91,7 +93,9 @@ def geometry_from_affine(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
 def affine_from_sitk(image: sitk.Image) -> np.ndarray:
     """RAS affine of a 3D SimpleITK image."""
     return affine_from_geometry(
-        np.array(image.GetOrigin()), np.array(image.GetDirection()).reshape(3, 3), np.array(image.GetSpacing())
+        np.array(image.GetOrigin()),
+        np.array(image.GetDirection()).reshape(3, 3),
+        np.array(image.GetSpacing()),
     )
 
 

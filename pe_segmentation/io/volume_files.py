@@ -72,7 +72,9 @@ def read_volume(path: str | os.PathLike[str], *, allow_vector: bool = False) -> 
     if not path.is_file():
         raise InputDataError(f"{path}: no such file")
     if not is_volume_file(path):
-        raise InputDataError(f"{path}: unknown volume format (expected one of {', '.join(READABLE_SUFFIXES)})")
+        raise InputDataError(
+            f"{path}: unknown volume format (expected one of {', '.join(READABLE_SUFFIXES)})"
+        )
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as err:
@@ -82,7 +84,9 @@ def read_volume(path: str | os.PathLike[str], *, allow_vector: bool = False) -> 
     if 0 in image.GetSize():
         raise InputDataError(f"{path}: has an empty axis (size {image.GetSize()})")
     if image.GetNumberOfComponentsPerPixel() != 1 and not allow_vector:
-        raise InputDataError(f"{path}: has {image.GetNumberOfComponentsPerPixel()} components per voxel; expected 1")
+        raise InputDataError(
+            f"{path}: has {image.GetNumberOfComponentsPerPixel()} components per voxel; expected 1"
+        )
     volume = volume_from_sitk(image, source=str(path), format=volume_suffix(path))
     if np.issubdtype(volume.array.dtype, np.floating) and not np.isfinite(volume.array).all():
         bad = int((~np.isfinite(volume.array)).sum())

@@ -1,0 +1,229 @@
+"""Typed settings of the data pipeline: preprocessing, training patches and augmentation.
+
+Each class is a frozen dataclass of primitives and tuples with defaults, validated in ``__post_init__`` with a
+one-line :class:`~pe_segmentation.errors.ConfigError`. Field names are the YAML keys of the future config
+schema, which embeds these classes; :meth:`from_dict` builds one from a plain mapping (YAML gives lists where
+the fields hold tuples, which are normalised here) and :meth:`to_dict` gives the mapping back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from pe_segmentation.errors import ConfigError
+
+_S = TypeVar("_S", bound="_Settings")
+
+
+class _Settings:
+    """Shared ``from_dict`` / ``to_dict`` and value checks of the settings dataclasses."""
+
+    section: ClassVar[str] = "settings"
+
+    @classmethod
+    def from_dict(cls: type[_S], data: Mapping[str, Any] | None) -> _S:
+        """Build the settings from a mapping; missing keys take their defaults, unknown keys are refused.
+
+        Raises:
+            ConfigError: a key is unknown (with a suggestion) or a value is invalid.
+        """
+        if data is None:
+            return cls()
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{cls.section}: expected a mapping, got {type(data).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        for key in data:
+            if key not in names:
+                close = difflib.get_close_matches(str(key), names, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ConfigError(f"{cls.section}.{key}: unknown key{hint}")
+        return cls(**dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON/YAML-ready mapping (tuples become lists)."""
+        out: dict[str, Any] = {}
+        for field in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, field.name)
+            out[field.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    # Value checks. Each returns the normalised value or raises a one-line ConfigError naming the key.
+
+    def _set(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)  # frozen dataclass: normalise in __post_init__ only
+
+    def _fail(self, name: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.section}.{name}: {message}")
+
+    def _bool(self, name: str) -> None:
+        value = getattr(self, name)
+        if not isinstance(value, bool):
+            raise self._fail(name, f"expected true or false, got {value!r}")
+
+    def _number(
+        self, name: str, value: Any = None, *, low: float | None = None, high: float | None = None, strict_low=False
+    ) -> float:
+        value = getattr(self, name) if value is None else value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise self._fail(name, f"expected a finite number, got {value!r}")
+        if low is not None and (value <= low if strict_low else value < low):
+            raise self._fail(name, f"must be {'>' if strict_low else '>='} {low:g}, got {value!r}")
+        if high is not None and value > high:
+            raise self._fail(name, f"must be <= {high:g}, got {value!r}")
+        return float(value)
+
+    def _int(self, name: str, value: Any = None, *, low: int) -> int:
+        value = getattr(self, name) if value is None else value
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise self._fail(name, f"expected an integer >= {low}, got {value!r}")
+        return int(value)
+
+    def _sequence(self, name: str, lengths: tuple[int, ...]) -> tuple[Any, ...]:
+        value = getattr(self, name)
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or len(value) not in lengths:
+            expected = " or ".join(str(n) for n in lengths)
+            raise self._fail(name, f"expected a list of {expected} values, got {value!r}")
+        return tuple(value)
+
+
+@dataclass(frozen=True)
+class PreprocessingSettings(_Settings):
+    """The deterministic preprocessing shared by training, validation, inference and the bundle.
+
+    Attributes:
+        spacing: target voxel size in mm along R, A, S after reorientation; ``None`` keeps the input spacing,
+            and a ``None`` (or 0) element keeps that axis (e.g. ``[0.7, 0.7, null]`` keeps slice thickness).
+        hu_window: ``[low, high]`` HU mapped linearly to ``[0, 1]``, values outside clipped. The default keeps
+            both contrast-filled arteries (250-500 HU) and emboli (20-90 HU).
+        crop_foreground: crop to the bounding box of the body (voxels above ``body_threshold_hu``), which
+            drops the air around the patient and most of the CT table's surroundings.
+        body_threshold_hu: HU threshold of the body mask used for cropping (air is about -1000 HU).
+        margin: voxels kept around the body box (on the reoriented input grid, before resampling).
+        binarize_label: map label values > 0 to 1 (CAD-PE and other sources may number each clot).
+    """
+
+    section: ClassVar[str] = "preprocessing"
+
+    spacing: tuple[float | None, float | None, float | None] | None = (1.0, 1.0, 1.0)
+    hu_window: tuple[float, float] = (-100.0, 500.0)
+    crop_foreground: bool = True
+    body_threshold_hu: float = -500.0
+    margin: int = 4
+    binarize_label: bool = True
+
+    def __post_init__(self) -> None:
+        if self.spacing is not None:
+            spacing = self._sequence("spacing", (3,))
+            self._set(
+                "spacing",
+                tuple(None if v is None or v == 0 else self._number("spacing", v, low=0, strict_low=True) for v in spacing),
+            )
+        low, high = (self._number("hu_window", v) for v in self._sequence("hu_window", (2,)))
+        if low >= high:
+            raise self._fail("hu_window", f"low must be below high, got [{low:g}, {high:g}]")
+        self._set("hu_window", (low, high))
+        self._bool("crop_foreground")
+        self._set("body_threshold_hu", self._number("body_threshold_hu"))
+        self._set("margin", self._int("margin", low=0))
+        self._bool("binarize_label")
+
+    @property
+    def monai_pixdim(self) -> tuple[float, float, float] | None:
+        """``spacing`` in MONAI's ``Spacingd`` form (0 keeps an axis), or ``None`` to skip resampling."""
+        if self.spacing is None:
+            return None
+        return tuple(0.0 if v is None else float(v) for v in self.spacing)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class PatchSettings(_Settings):
+    """How training patches are sampled.
+
+    Attributes:
+        patch_size: patch size in voxels: 3 values in 3D; in 2D ``[H, W]`` (``[H, W, 1]`` is accepted) for one
+            axial slice. ``None`` picks ``[96, 96, 96]`` (3D) or ``[256, 256]`` (2D).
+        samples_per_volume: patches drawn from each loaded volume per epoch.
+        pos_fraction: expected fraction of patches centred on embolus voxels; the rest are centred on
+            background voxels. 1.0 gives only patches that contain label foreground.
+        spatial_dims: 3 for volumetric networks, 2 for networks trained on axial slices.
+    """
+
+    section: ClassVar[str] = "patches"
+
+    patch_size: tuple[int, ...] | None = None
+    samples_per_volume: int = 4
+    pos_fraction: float = 0.5
+    spatial_dims: int = 3
+
+    def __post_init__(self) -> None:
+        if self.spatial_dims not in (2, 3) or isinstance(self.spatial_dims, bool):
+            raise self._fail("spatial_dims", f"expected 2 or 3, got {self.spatial_dims!r}")
+        if self.patch_size is None:
+            self._set("patch_size", (96, 96, 96) if self.spatial_dims == 3 else (256, 256))
+        size = tuple(self._int("patch_size", v, low=1) for v in self._sequence("patch_size", (2, 3)))
+        if self.spatial_dims == 3 and len(size) != 3:
+            raise self._fail("patch_size", f"3D patches need 3 values, got {list(size)}")
+        if self.spatial_dims == 2:
+            if len(size) == 3 and size[2] != 1:
+                raise self._fail("patch_size", f"2D patches are [H, W] (or [H, W, 1]), got {list(size)}")
+            size = size[:2]
+        self._set("patch_size", size)
+        self._set("samples_per_volume", self._int("samples_per_volume", low=1))
+        self._set("pos_fraction", self._number("pos_fraction", low=0.0, high=1.0))
+
+    @property
+    def crop_size(self) -> tuple[int, int, int]:
+        """The 3D crop taken from a volume: the patch, or ``(H, W, 1)`` for one axial slice in 2D."""
+        size = tuple(self.patch_size or ())
+        return size if len(size) == 3 else (*size, 1)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class AugmentationSettings(_Settings):
+    """Random augmentation of training patches (spatial on image and label together, intensity on the image).
+
+    Attributes:
+        flip: random flips along each spatial axis, each with probability ``flip_prob``.
+        flip_prob: probability of each flip.
+        rotate90: random quarter turns in the axial plane (probability ``prob``).
+        rotate_range_deg: maximum absolute rotation in degrees (about each axis in 3D, in-plane in 2D);
+            0 disables rotation.
+        scale_range: maximum relative zoom of the random affine (0.1 = +-10 %); 0 disables zoom.
+        scale_intensity: random intensity scaling ``v * (1 + f)`` with ``|f| <= scale_intensity``; 0 disables.
+        shift_intensity: random intensity offset (windowed units, 0.1 = 60 HU with the default window).
+        noise_std: standard deviation of additive Gaussian noise (windowed units); 0 disables.
+        prob: probability of each of rotate90, affine, intensity scale, intensity shift and noise.
+    """
+
+    section: ClassVar[str] = "augmentation"
+
+    flip: bool = True
+    flip_prob: float = 0.5
+    rotate90: bool = False
+    rotate_range_deg: float = 15.0
+    scale_range: float = 0.1
+    scale_intensity: float = 0.1
+    shift_intensity: float = 0.1
+    noise_std: float = 0.02
+    prob: float = 0.2
+
+    def __post_init__(self) -> None:
+        self._bool("flip")
+        self._bool("rotate90")
+        self._set("flip_prob", self._number("flip_prob", low=0.0, high=1.0))
+        self._set("rotate_range_deg", self._number("rotate_range_deg", low=0.0, high=180.0))
+        self._set("scale_range", self._number("scale_range", low=0.0, high=0.9))
+        self._set("scale_intensity", self._number("scale_intensity", low=0.0, high=0.9))
+        self._set("shift_intensity", self._number("shift_intensity", low=0.0))
+        self._set("noise_std", self._number("noise_std", low=0.0))
+        self._set("prob", self._number("prob", low=0.0, high=1.0))
+
+    @property
+    def has_affine(self) -> bool:
+        """Whether the random affine (rotation and/or zoom) is on."""
+        return self.rotate_range_deg > 0 or self.scale_range > 0

@@ -1,0 +1,365 @@
+"""MONAI transform chains of pe-seg: one preprocessing definition for training, validation, inference and bundle.
+
+Preprocessing (:func:`build_preprocessing`), in this order:
+
+1. ``LoadImaged`` with pe-seg's reader (DICOM folders, NIfTI, NRRD, MHA; RAS affines matching SimpleITK),
+   ``EnsureChannelFirstd``; labels are binarised (``> 0``) when configured.
+2. ``Orientationd`` to RAS.
+3. ``CropForegroundd`` to the body: voxels above ``body_threshold_hu``, **in HU, before windowing**. After the
+   default [-100, 500] HU window, air (-1000 HU) and the -500 HU body threshold both map to 0, so the body
+   cannot be told from air any more; thresholding first keeps the threshold meaningful whatever the window.
+   Cropping also comes **before resampling**, so the (costly) resampling only runs on the body box.
+4. ``Spacingd`` to the configured spacing (bilinear for the image, nearest for labels).
+5. ``ScaleIntensityRanged``: HU window to [0, 1], clipped.
+6. ``EnsureTyped`` to float32 ``MetaTensor``.
+
+Every step is invertible (or leaves geometry alone), so ``Invertd`` maps a prediction made on the preprocessed
+image back onto the original grid (:func:`build_inverse`).
+
+Training adds ``SpatialPadd`` (volumes smaller than a patch), ``RandCropByPosNegLabeld`` and augmentation
+(:func:`build_train_transforms`). In 2D mode (``PatchSettings.spatial_dims == 2``) the crop is ``(H, W, 1)`` —
+one axial slice, as the original 2D UNets were trained — and the last axis is squeezed so networks see
+``(C, H, W)``; augmentation then works in the axial plane.
+
+Validation and inference always see whole volumes ``(C, X, Y, Z)``, in 2D mode too. A 2D network is evaluated
+on a volume slice by slice: ``monai.inferers.SliceInferer(roi_size=(H, W), spatial_dim=2)`` runs a 2D
+sliding window over each axial slice and stacks the results back into a volume, so validation metrics and
+inference outputs are volumetric in both modes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import ImageReader
+from monai.transforms import (
+    AsDiscreted,
+    Compose,
+    CropForegroundd,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    Invertd,
+    LoadImaged,
+    MapTransform,
+    Orientationd,
+    RandAffined,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandGaussianNoised,
+    RandRotate90d,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    ScaleIntensityRanged,
+    Spacingd,
+    SpatialPadd,
+    SqueezeDimd,
+)
+
+from pe_segmentation.data.settings import AugmentationSettings, PatchSettings, PreprocessingSettings
+from pe_segmentation.errors import ConfigError
+
+__all__ = [
+    "FINGERPRINT_ATTR",
+    "BodyMask",
+    "build_augmentation",
+    "build_inference_transforms",
+    "build_inverse",
+    "build_preprocessing",
+    "build_train_transforms",
+    "build_val_transforms",
+    "default_reader",
+    "transform_fingerprint",
+]
+
+#: Attribute set on every ``Compose`` built here: a stable text naming the settings it was built from.
+#: ``build_dataset(cache="disk")`` hashes it, so that changing the preprocessing invalidates the disk cache.
+FINGERPRINT_ATTR = "pe_seg_fingerprint"
+
+
+def default_reader() -> ImageReader | None:
+    """The image reader every ``LoadImaged`` of pe-seg uses: :class:`PESegReader` when available.
+
+    ``None`` (MONAI picks a reader by file type) only while ``pe_segmentation.io.monai_reader`` does not
+    exist; an error raised inside that module is not hidden.
+    """
+    try:
+        from pe_segmentation.io.monai_reader import PESegReader
+    except ModuleNotFoundError as err:
+        if err.name != "pe_segmentation.io.monai_reader":
+            raise
+        return None
+    return PESegReader()
+
+
+class BodyMask:
+    """``select_fn`` of the body crop: voxels above a HU threshold.
+
+    Hand-written because MONAI's ``CropForegroundd`` crops to an empty box when nothing is selected (e.g. an
+    image that is not in HU); this mask then selects every voxel, so such an image is kept whole. A class
+    rather than a lambda so that the transform chain pickles (DataLoader workers, disk cache).
+    """
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = float(threshold)
+
+    def __call__(self, image: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+        mask = image > self.threshold
+        if mask.any():
+            return mask
+        return torch.ones_like(mask) if isinstance(mask, torch.Tensor) else np.ones_like(mask)
+
+    def __repr__(self) -> str:
+        return f"BodyMask(threshold={self.threshold:g})"
+
+
+def _check_keys(keys: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(keys, str):
+        keys = (keys,)
+    keys = tuple(keys)
+    if not keys or not all(isinstance(k, str) and k for k in keys) or len(set(keys)) != len(keys):
+        raise ConfigError(f"transform keys must be distinct non-empty names, image first; got {list(keys)}")
+    return keys
+
+
+def transform_fingerprint(**parts: Any) -> str:
+    """A stable text (sorted JSON) describing how a chain was built; see :data:`FINGERPRINT_ATTR`."""
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
+def _compose(transforms: Sequence[Any], fingerprint: str) -> Compose:
+    compose = Compose(list(transforms))
+    setattr(compose, FINGERPRINT_ATTR, fingerprint)
+    return compose
+
+
+def _preprocessing_list(
+    settings: PreprocessingSettings, keys: tuple[str, ...], reader: ImageReader | str | None
+) -> list[MapTransform]:
+    """The preprocessing steps as a flat list (so that dataset caching sees every deterministic step)."""
+    image_key, label_keys = keys[0], keys[1:]
+    steps: list[MapTransform] = [
+        LoadImaged(keys, reader=reader, image_only=True),
+        EnsureChannelFirstd(keys, channel_dim="no_channel"),
+    ]
+    if label_keys and settings.binarize_label:
+        steps.append(AsDiscreted(label_keys, threshold=0.5))
+    steps.append(Orientationd(keys, axcodes="RAS"))
+    if settings.crop_foreground:
+        steps.append(
+            CropForegroundd(
+                keys,
+                source_key=image_key,
+                select_fn=BodyMask(settings.body_threshold_hu),
+                margin=settings.margin,
+                allow_smaller=True,
+            )
+        )
+    if settings.monai_pixdim is not None:
+        modes = ["bilinear"] + ["nearest"] * len(label_keys)
+        steps.append(Spacingd(keys, pixdim=settings.monai_pixdim, mode=modes))
+    low, high = settings.hu_window
+    steps.append(ScaleIntensityRanged(image_key, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True))
+    steps.append(EnsureTyped(keys, dtype=torch.float32))
+    return steps
+
+
+def build_preprocessing(
+    settings: PreprocessingSettings | None = None,
+    keys: Sequence[str] = ("image", "label"),
+    reader: ImageReader | str | None = None,
+) -> Compose:
+    """The deterministic preprocessing chain (see the module docstring for the order and why).
+
+    Args:
+        settings: preprocessing settings; ``None`` takes the defaults.
+        keys: data keys to load; the first is the CT image (windowed, source of the body crop), the others are
+            labels (nearest-neighbour resampling, binarised when ``settings.binarize_label``).
+        reader: image reader for ``LoadImaged``; ``None`` takes :func:`default_reader`.
+
+    Returns:
+        A ``Compose`` turning ``{"image": path, "label": path, ...}`` into float32 ``MetaTensor`` s of shape
+        ``(1, X, Y, Z)`` in RAS, image values in [0, 1].
+    """
+    settings = settings if settings is not None else PreprocessingSettings()
+    if not isinstance(settings, PreprocessingSettings):
+        raise TypeError(f"settings must be PreprocessingSettings, got {type(settings).__name__}")
+    keys = _check_keys(keys)
+    reader = default_reader() if reader is None else reader
+    fingerprint = transform_fingerprint(
+        chain="preprocessing", keys=keys, reader=type(reader).__name__, pre=settings.to_dict()
+    )
+    return _compose(_preprocessing_list(settings, keys, reader), fingerprint)
+
+
+def build_augmentation(
+    aug: AugmentationSettings,
+    spatial_dims: int,
+    patch_size: Sequence[int],
+    image_key: str = "image",
+    label_keys: Sequence[str] = ("label",),
+) -> list[MapTransform]:
+    """Random augmentation of ``(C, *patch_size)`` patches: spatial on image and labels together, then intensity.
+
+    One dictionary transform per operation over all keys, so image and labels receive the same random flip,
+    rotation and zoom and stay aligned; labels are resampled nearest-neighbour.
+
+    Args:
+        aug: augmentation settings.
+        spatial_dims: 2 (axial slices) or 3.
+        patch_size: spatial size of the patches (lets the random affine cache its sampling grid).
+        image_key: the image key (intensity augmentation applies to it only).
+        label_keys: label keys.
+    """
+    if spatial_dims not in (2, 3):
+        raise ConfigError(f"spatial_dims: expected 2 or 3, got {spatial_dims!r}")
+    if len(patch_size) != spatial_dims:
+        raise ConfigError(f"patch size {list(patch_size)} does not match spatial_dims={spatial_dims}")
+    keys = (image_key, *label_keys)
+    steps: list[MapTransform] = []
+    if aug.flip:
+        steps += [RandFlipd(keys, prob=aug.flip_prob, spatial_axis=axis) for axis in range(spatial_dims)]
+    if aug.rotate90:
+        # Quarter turns in the axial plane only: axes 0 and 1 are the in-plane R and A axes after RAS reorientation.
+        steps.append(RandRotate90d(keys, prob=aug.prob, max_k=3, spatial_axes=(0, 1)))
+    if aug.has_affine:
+        angle = math.radians(aug.rotate_range_deg)
+        steps.append(
+            RandAffined(
+                keys,
+                spatial_size=tuple(patch_size),
+                prob=aug.prob,
+                rotate_range=(angle,) * (1 if spatial_dims == 2 else 3),
+                scale_range=(aug.scale_range,) * spatial_dims,
+                mode=["bilinear"] + ["nearest"] * len(label_keys),
+                padding_mode="zeros",
+                cache_grid=True,
+            )
+        )
+    if aug.scale_intensity > 0:
+        steps.append(RandScaleIntensityd(image_key, factors=aug.scale_intensity, prob=aug.prob))
+    if aug.shift_intensity > 0:
+        steps.append(RandShiftIntensityd(image_key, offsets=aug.shift_intensity, prob=aug.prob))
+    if aug.noise_std > 0:
+        steps.append(RandGaussianNoised(image_key, prob=aug.prob, mean=0.0, std=aug.noise_std))
+    return steps
+
+
+def build_train_transforms(
+    pre: PreprocessingSettings | None = None,
+    patch: PatchSettings | None = None,
+    aug: AugmentationSettings | None = None,
+    keys: Sequence[str] = ("image", "label"),
+    reader: ImageReader | str | None = None,
+) -> Compose:
+    """Preprocessing, then ``samples_per_volume`` random patches per volume, then augmentation.
+
+    Patches are centred on label foreground with probability ``patch.pos_fraction`` and on background
+    otherwise (``RandCropByPosNegLabeld``). The chain returns a *list* of patch dicts per volume; MONAI's
+    ``DataLoader`` (``list_data_collate``) flattens them into one batch. In 2D mode each patch is one axial
+    slice ``(C, H, W)``.
+
+    Args:
+        pre: preprocessing settings (``None``: defaults).
+        patch: patch settings (``None``: defaults).
+        aug: augmentation settings; ``None`` turns augmentation off.
+        keys: image key first, then label keys; the first label guides positive/negative sampling.
+        reader: image reader (``None``: :func:`default_reader`).
+    """
+    pre = pre if pre is not None else PreprocessingSettings()
+    patch = patch if patch is not None else PatchSettings()
+    keys = _check_keys(keys)
+    if len(keys) < 2:
+        raise ConfigError(f"training needs an image and a label key, got {list(keys)}")
+    reader = default_reader() if reader is None else reader
+    image_key, label_keys = keys[0], keys[1:]
+    crop = patch.crop_size
+    pos = patch.pos_fraction
+    steps: list[Any] = _preprocessing_list(pre, keys, reader)
+    steps += [
+        # Volumes smaller than a patch (e.g. a thin slab) are padded with 0 (= below the window) so that every
+        # patch has the configured size and patches batch together.
+        SpatialPadd(keys, spatial_size=crop, mode="constant", value=0),
+        RandCropByPosNegLabeld(
+            keys,
+            label_key=label_keys[0],
+            spatial_size=crop,
+            pos=pos,
+            neg=1.0 - pos,
+            num_samples=patch.samples_per_volume,
+        ),
+    ]
+    if patch.spatial_dims == 2:
+        steps.append(SqueezeDimd(keys, dim=-1))  # (C, H, W, 1) -> (C, H, W)
+    if aug is not None:
+        steps += build_augmentation(aug, patch.spatial_dims, patch.patch_size or (), image_key, label_keys)
+        steps.append(EnsureTyped(keys, dtype=torch.float32))
+    fingerprint = transform_fingerprint(
+        chain="train",
+        keys=keys,
+        reader=type(reader).__name__,
+        pre=pre.to_dict(),
+        patch=patch.to_dict(),
+        aug=None if aug is None else aug.to_dict(),
+    )
+    return _compose(steps, fingerprint)
+
+
+def build_val_transforms(
+    pre: PreprocessingSettings | None = None,
+    keys: Sequence[str] = ("image", "label"),
+    reader: ImageReader | str | None = None,
+) -> Compose:
+    """Validation: the preprocessing of whole volumes with their labels (2D models too; see the module docstring)."""
+    return build_preprocessing(pre, keys=keys, reader=reader)
+
+
+def build_inference_transforms(
+    pre: PreprocessingSettings | None = None,
+    image_key: str = "image",
+    reader: ImageReader | str | None = None,
+) -> Compose:
+    """Inference: the preprocessing of the image alone; invert predictions with :func:`build_inverse`."""
+    return build_preprocessing(pre, keys=(image_key,), reader=reader)
+
+
+def build_inverse(
+    transform: Compose,
+    keys: Sequence[str] = ("pred",),
+    orig_key: str = "image",
+    nearest_interp: bool = False,
+) -> Invertd:
+    """``Invertd`` that maps predictions on the preprocessed grid back onto the original image grid.
+
+    It replays, in reverse, the geometric operations recorded on ``data[orig_key]`` (resampling, crop,
+    reorientation); intensity steps have no inverse and are skipped.
+
+    Args:
+        transform: the chain that produced ``data[orig_key]`` (from :func:`build_inference_transforms`).
+        keys: prediction keys to invert; each must be a tensor ``(C, *spatial)`` on the preprocessed grid.
+        orig_key: the preprocessed image key whose recorded operations are inverted.
+        nearest_interp: resample nearest-neighbour (masks, labels) instead of each step's own mode
+            (bilinear for probabilities).
+    """
+    keys = _check_keys(keys)
+    return Invertd(
+        keys,
+        transform=transform,
+        orig_keys=[orig_key] * len(keys),
+        nearest_interp=nearest_interp,
+        to_tensor=True,
+    )
+
+
+def fingerprint_hash(transform: Any) -> str:
+    """SHA-256 of a chain's fingerprint (falls back to its class names for chains not built here)."""
+    text = getattr(transform, FINGERPRINT_ATTR, None)
+    if text is None:
+        flat = transform.flatten().transforms if isinstance(transform, Compose) else [transform]
+        text = ",".join(type(t).__name__ for t in flat)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
