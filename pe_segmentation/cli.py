@@ -64,7 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # a bug: say so plainly, keep the traceback for --debug
         if args.debug:
             raise
-        print(f"internal error: {type(err).__name__}: {err} (run with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"internal error: {type(err).__name__}: {err} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL
 
 

@@ -1,3 +1,5 @@
 """Sub-commands of ``pe-seg``; each module has ``add_parser(subparsers)`` that sets ``handler``."""
 
-ALL: tuple = ()
+from pe_segmentation.commands import convert, info
+
+ALL = (info, convert)

@@ -66,7 +66,13 @@ class _Settings:
             raise self._fail(name, f"expected true or false, got {value!r}")
 
     def _number(
-        self, name: str, value: Any = None, *, low: float | None = None, high: float | None = None, strict_low=False
+        self,
+        name: str,
+        value: Any = None,
+        *,
+        low: float | None = None,
+        high: float | None = None,
+        strict_low=False,
     ) -> float:
         value = getattr(self, name) if value is None else value
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -85,7 +91,11 @@ class _Settings:
 
     def _sequence(self, name: str, lengths: tuple[int, ...]) -> tuple[Any, ...]:
         value = getattr(self, name)
-        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or len(value) not in lengths:
+        if (
+            isinstance(value, (str, bytes))
+            or not isinstance(value, (list, tuple))
+            or len(value) not in lengths
+        ):
             expected = " or ".join(str(n) for n in lengths)
             raise self._fail(name, f"expected a list of {expected} values, got {value!r}")
         return tuple(value)
@@ -121,7 +131,10 @@ class PreprocessingSettings(_Settings):
             spacing = self._sequence("spacing", (3,))
             self._set(
                 "spacing",
-                tuple(None if v is None or v == 0 else self._number("spacing", v, low=0, strict_low=True) for v in spacing),
+                tuple(
+                    None if v is None or v == 0 else self._number("spacing", v, low=0, strict_low=True)
+                    for v in spacing
+                ),
             )
         low, high = (self._number("hu_window", v) for v in self._sequence("hu_window", (2,)))
         if low >= high:

@@ -149,7 +149,9 @@ def _preprocessing_list(
     ]
     if label_keys and settings.binarize_label:
         steps.append(AsDiscreted(label_keys, threshold=0.5))
-    steps.append(Orientationd(keys, axcodes="RAS"))
+    # Labels given explicitly: our readers' affines are RAS by contract (MONAI's default would follow the
+    # MetaTensor's "space" entry instead, and warns about the change).
+    steps.append(Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))))
     if settings.crop_foreground:
         steps.append(
             CropForegroundd(

@@ -239,7 +239,9 @@ class AttentionGate(nn.Module):
         inter_channels: channels of the intermediate (additive) space; defaults to ``max(1, x_channels // 2)``.
     """
 
-    def __init__(self, spatial_dims: int, x_channels: int, g_channels: int, inter_channels: int | None = None):
+    def __init__(
+        self, spatial_dims: int, x_channels: int, g_channels: int, inter_channels: int | None = None
+    ):
         super().__init__()
         inter = inter_channels if inter_channels is not None else max(1, x_channels // 2)
         conv = Conv[Conv.CONV, spatial_dims]

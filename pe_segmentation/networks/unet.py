@@ -127,7 +127,9 @@ class EncoderDecoderUNet(nn.Module):
         pad_input: bool = True,
     ) -> None:
         super().__init__()
-        check_common_args(spatial_dims, in_channels, out_channels, base_channels, depth, norm, dropout, upsample)
+        check_common_args(
+            spatial_dims, in_channels, out_channels, base_channels, depth, norm, dropout, upsample
+        )
         if block not in BLOCK_TYPES:
             raise ValueError(f"block must be one of {', '.join(BLOCK_TYPES)}, got {block!r}.")
         if block == "recurrent" and (not isinstance(recurrence, int) or recurrence < 1):
@@ -144,7 +146,10 @@ class EncoderDecoderUNet(nn.Module):
 
         self.encoder = nn.ModuleList(
             [EncoderStage(make(in_channels, channels[0]))]
-            + [EncoderStage(make(channels[i - 1], channels[i]), make_downsample(spatial_dims)) for i in range(1, depth + 1)]
+            + [
+                EncoderStage(make(channels[i - 1], channels[i]), make_downsample(spatial_dims))
+                for i in range(1, depth + 1)
+            ]
         )
         # decoder stages run from the deepest level up to level 0
         self.decoder = nn.ModuleList(
@@ -160,7 +165,7 @@ class EncoderDecoderUNet(nn.Module):
         self.head = make_head(spatial_dims, channels[0], out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = x.shape[2:]
+        size = list(x.shape[2:])
         if self.pad_input:
             x = pad_to_multiple(x, self.multiple)
         else:
