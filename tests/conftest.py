@@ -1,0 +1,42 @@
+"""Shared fixtures: small synthetic volumes and DICOM series with known geometry and values."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from pe_segmentation.io.dicom_writer import write_dicom_series
+from pe_segmentation.io.volume import Volume, affine_from_geometry
+
+
+def make_affine(
+    spacing=(0.7, 0.8, 2.0), origin_lps=(10.0, -20.0, 30.0), euler_deg=(0.0, 0.0, 0.0)
+) -> np.ndarray:
+    """RAS affine of a grid with LPS direction cosines rotated by ``euler_deg`` (xyz) from identity."""
+    direction = Rotation.from_euler("xyz", euler_deg, degrees=True).as_matrix()
+    return affine_from_geometry(np.array(origin_lps), direction, np.array(spacing))
+
+
+@pytest.fixture
+def hu_volume() -> Volume:
+    """A 24x20x8 HU volume whose voxel (i, j, k) holds ``i + 30 j + 700 k - 1000`` (unique, readable)."""
+    i, j, k = np.meshgrid(np.arange(24), np.arange(20), np.arange(8), indexing="ij")
+    return Volume((i + 30 * j + 700 * k - 1000).astype(np.int16), make_affine())
+
+
+@pytest.fixture
+def series_writer(tmp_path: Path) -> Callable[..., Path]:
+    """Write a volume as a DICOM series under ``tmp_path`` and return its folder."""
+    counter = iter(range(1000))
+
+    def write(volume: Volume, name: str | None = None, **kwargs) -> Path:
+        folder = tmp_path / (name or f"series_{next(counter)}")
+        kwargs.setdefault("uid_seed", str(folder))
+        write_dicom_series(volume, folder, **kwargs)
+        return folder
+
+    return write
