@@ -25,11 +25,13 @@ def load_mat_array(path: str | os.PathLike[str], key: str = MASK_KEY) -> np.ndar
     path = Path(path)
     if not path.is_file():
         raise InputDataError(f"{path}: no such file")
+    import h5py
+
+    if h5py.is_hdf5(path):  # MATLAB v7.3, which scipy cannot read
+        return _load_hdf5_mat(path, key)
     try:
         contents = scipy.io.loadmat(path, variable_names=[key])
-    except NotImplementedError:  # scipy's signal for a v7.3 (HDF5) file
-        return _load_hdf5_mat(path, key)
-    except (ValueError, OSError, TypeError) as err:
+    except (ValueError, OSError, TypeError, NotImplementedError) as err:
         raise InputDataError(f"{path}: not a readable MATLAB file ({err})") from err
     if key not in contents:
         raise InputDataError(f"{path}: has no variable '{key}'")
