@@ -72,7 +72,7 @@ class _Settings:
         *,
         low: float | None = None,
         high: float | None = None,
-        strict_low=False,
+        strict_low: bool = False,
     ) -> float:
         value = getattr(self, name) if value is None else value
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -132,7 +132,9 @@ class PreprocessingSettings(_Settings):
             self._set(
                 "spacing",
                 tuple(
-                    None if v is None or v == 0 else self._number("spacing", v, low=0, strict_low=True)
+                    None
+                    if v is None or (v == 0 and not isinstance(v, bool))
+                    else self._number("spacing", v, low=0, strict_low=True)
                     for v in spacing
                 ),
             )
