@@ -7,7 +7,9 @@ series rule, decoded by GDCM) and NIfTI/NRRD/MHA files into MetaTensors whose af
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +20,11 @@ from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 from pe_segmentation.io.loader import load_volume
 from pe_segmentation.io.volume import Volume
 from pe_segmentation.io.volume_files import is_volume_file
+
+# MONAI's LoadImage instantiates every registered reader, including the GPU DICOM decoder, which warns on each
+# construction on machines without nvImageCodec. pe-seg decodes DICOM with GDCM, so that notice is noise.
+warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec", category=UserWarning)
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
 
 
 class PESegReader(ImageReader):
