@@ -1,5 +1,5 @@
 """Sub-commands of ``pe-seg``; each module has ``add_parser(subparsers)`` that sets ``handler``."""
 
-from pe_segmentation.commands import convert, info
+from pe_segmentation.commands import convert, data_check, info, synth
 
-ALL = (info, convert)
+ALL = (synth, info, convert, data_check)

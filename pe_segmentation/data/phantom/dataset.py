@@ -1,0 +1,291 @@
+"""A folder of phantoms: images, labels, optional DICOM series, an MSD-style datalist and a size summary.
+
+Layout of ``generate_dataset(DIR, ...)``::
+
+    DIR/images/phantom_000.nii.gz     CT in HU (int16)           (format "nifti")
+    DIR/labels/phantom_000.nii.gz     0 background, 1 embolus (2 patent artery with vessel_label)
+    DIR/dicom/phantom_000/IM00001.dcm one CT series per case      (format "dicom")
+    DIR/datalist.json                 paths relative to itself, emboli per case, settings and summary
+
+Case ``i`` is generated from :func:`~pe_segmentation.data.phantom.generator.case_seed` ``(seed, i)``, so it is
+the same whether it is made alone or among others.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from pe_segmentation.data.phantom.emboli import CLASS_DEFINITIONS, SIZE_CLASSES, TARGET_MM3, EmbolusInfo
+from pe_segmentation.data.phantom.generator import (
+    LABEL_NAMES,
+    LABEL_VESSEL,
+    Phantom,
+    PhantomSettings,
+    case_seed,
+    generate_phantom,
+)
+from pe_segmentation.errors import ConfigError, OutputError
+from pe_segmentation.io.atomic import atomic_write_text
+
+FORMATS = ("nifti", "dicom")
+DATALIST_NAME = "datalist.json"
+DATASET_NAME = "pe-seg synthetic CTPA"
+MAX_CASES = 10000
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    """One written case: its name, paths relative to the dataset folder, and its emboli."""
+
+    name: str
+    image: str
+    label: str
+    dicom: str | None
+    emboli: tuple[EmbolusInfo, ...]
+
+    def to_dict(self) -> dict:
+        entry: dict = {"case": self.name, "image": self.image, "label": self.label}
+        if self.dicom is not None:
+            entry["dicom"] = self.dicom
+        entry["emboli"] = [e.to_dict() for e in self.emboli]
+        return entry
+
+
+@dataclass
+class DatasetSummary:
+    """What :func:`generate_dataset` wrote.
+
+    Attributes:
+        output_dir: the dataset folder.
+        datalist: path of ``datalist.json``.
+        seed: the dataset seed.
+        settings: phantom settings of every case.
+        formats: the image formats written.
+        cases: the cases, in order.
+        seconds: wall time of the whole run.
+    """
+
+    output_dir: Path
+    datalist: Path
+    seed: int
+    settings: PhantomSettings
+    formats: tuple[str, ...]
+    cases: list[CaseRecord] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def emboli(self) -> list[EmbolusInfo]:
+        return [e for case in self.cases for e in case.emboli]
+
+    def statistics(self) -> dict:
+        """The size distribution as a JSON-ready mapping (also the datalist's ``summary`` block)."""
+        return summarize_emboli([case.emboli for case in self.cases], self.settings)
+
+
+def summarize_emboli(per_case: Sequence[Sequence[EmbolusInfo]], settings: PhantomSettings) -> dict:
+    """Counts, shares and labelled volumes per size class of the emboli of some cases."""
+    emboli = [e for case in per_case for e in case]
+    counts = [len(case) for case in per_case]
+    classes = {}
+    for size in SIZE_CLASSES:
+        volumes = sorted(e.volume_mm3 for e in emboli if e.size_class == size)
+        classes[size] = {
+            "definition": CLASS_DEFINITIONS[size],
+            "drawn_mm3": list(TARGET_MM3[size]),
+            "count": len(volumes),
+            "fraction": round(len(volumes) / len(emboli), 4) if emboli else 0.0,
+            "median_mm3": round(statistics.median(volumes), 1) if volumes else None,
+            "min_mm3": round(volumes[0], 1) if volumes else None,
+            "max_mm3": round(volumes[-1], 1) if volumes else None,
+        }
+    return {
+        "cases": len(per_case),
+        "emboli": len(emboli),
+        "per_case": {
+            "allowed": list(settings.emboli_per_case),
+            "min": min(counts, default=0),
+            "max": max(counts, default=0),
+            "mean": round(len(emboli) / len(per_case), 2) if per_case else 0.0,
+        },
+        "occlusive": sum(e.occlusive for e in emboli),
+        "partial": sum(not e.occlusive for e in emboli),
+        "enlarged": sum(e.enlarged for e in emboli),
+        "voxel_volume_mm3": round(settings.grid.voxel_volume_mm3, 4),
+        "volumes": "labelled volume = voxel count x voxel volume",
+        "classes": classes,
+    }
+
+
+def format_summary(summary: DatasetSummary) -> str:
+    """Human-readable report of a generated dataset: where, what grid, and the emboli size distribution."""
+    stats = summary.statistics()
+    settings = summary.settings
+    per_case = stats["per_case"]
+    lines = [
+        f"Wrote {stats['cases']} synthetic CTPA phantom(s) to {summary.output_dir} in {summary.seconds:.1f} s "
+        f"(seed {summary.seed}; {'x'.join(map(str, settings.shape))} voxels of "
+        f"{'x'.join(f'{s:g}' for s in settings.spacing)} mm; {' + '.join(summary.formats)})",
+        f"Emboli: {stats['emboli']} ({per_case['min']}-{per_case['max']} per case, mean {per_case['mean']:.1f}; "
+        f"drawn {per_case['allowed'][0]}-{per_case['allowed'][1]}), {stats['occlusive']} occlusive, "
+        f"{stats['partial']} partial",
+        f"  {'class':<10} {'definition':<12} {'count':>5} {'share':>6} {'median mm^3':>12} {'range mm^3':>16}",
+    ]
+    for size, row in stats["classes"].items():
+        if row["count"]:
+            spread = f"{row['min_mm3']:g}-{row['max_mm3']:g}"
+            median = f"{row['median_mm3']:g}"
+        else:
+            spread = median = "-"
+        lines.append(
+            f"  {size:<10} {row['definition']:<12} {row['count']:>5} {row['fraction']:>6.1%} {median:>12} {spread:>16}"
+        )
+    lines.append(f"  (labelled volumes: voxel count x {stats['voxel_volume_mm3']:g} mm^3)")
+    if stats["enlarged"]:
+        lines.append(
+            f"  {stats['enlarged']} embol{'us' if stats['enlarged'] == 1 else 'i'} smaller than this grid can "
+            "label in its class were labelled larger (at least one voxel); use a finer spacing to avoid this"
+        )
+    lines.append(f"Datalist: {summary.datalist}")
+    return "\n".join(lines)
+
+
+def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(formats, str):
+        formats = (formats,)
+    chosen = tuple(dict.fromkeys(formats))
+    unknown = [f for f in chosen if f not in FORMATS]
+    if not chosen or unknown:
+        raise ConfigError(
+            f"phantom formats must be one or both of {', '.join(FORMATS)}, got {list(formats)!r}"
+        )
+    return chosen
+
+
+def _check_cases(cases: int) -> int:
+    if isinstance(cases, bool) or not isinstance(cases, int) or not 1 <= cases <= MAX_CASES:
+        raise ConfigError(f"number of cases must be an integer from 1 to {MAX_CASES}, got {cases!r}")
+    return cases
+
+
+def _write_dicom(phantom: Phantom, folder: Path, name: str, seed: int, index: int) -> None:
+    """Write the case's image as a DICOM series, replacing an earlier one of the same name."""
+    from pe_segmentation.io.dicom_writer import write_dicom_series
+
+    settings = phantom.settings
+    staging = folder.with_name(f".{folder.name}.new-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    write_dicom_series(
+        phantom.image,
+        staging,
+        patient_name=f"PHANTOM^{name.upper()}",
+        patient_id=f"PESEG-{seed}-{index:03d}",
+        series_description=f"CTPA pe-seg phantom {name}",
+        uid_seed=f"pe-seg phantom seed={seed} case={index} shape={settings.shape} spacing={settings.spacing}",
+    )
+    try:
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    except OSError as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise OutputError(f"{folder}: cannot replace the DICOM series ({err.strerror or err})") from err
+
+
+def write_case(
+    phantom: Phantom, output_dir: Path, name: str, formats: tuple[str, ...], seed: int, index: int
+) -> CaseRecord:
+    """Write one phantom into the dataset layout and return its datalist record."""
+    from pe_segmentation.io.volume_files import write_volume
+
+    label_rel = f"labels/{name}.nii.gz"
+    write_volume(phantom.label, output_dir / label_rel)
+    image_rel = dicom_rel = None
+    if "nifti" in formats:
+        image_rel = f"images/{name}.nii.gz"
+        write_volume(phantom.image, output_dir / image_rel)
+    if "dicom" in formats:
+        dicom_rel = f"dicom/{name}"
+        _write_dicom(phantom, output_dir / dicom_rel, name, seed, index)
+    return CaseRecord(name, image_rel or dicom_rel or "", label_rel, dicom_rel, tuple(phantom.emboli))
+
+
+def _datalist(summary: DatasetSummary) -> dict:
+    settings = summary.settings
+    labels = {str(k): v for k, v in LABEL_NAMES.items() if k != LABEL_VESSEL or settings.vessel_label}
+    return {
+        "name": DATASET_NAME,
+        "description": (
+            "Synthetic CT pulmonary angiography phantoms made by pe-seg: chest with contrast-filled pulmonary "
+            "artery tree and emboli as low-attenuation filling defects (1-6 per case; about a third each "
+            "central > 500 mm^3, segmental 50-500 mm^3, small < 50 mm^3). Not patient data."
+        ),
+        "reference": "pe_segmentation.data.synthetic",
+        "modality": {"0": "CT"},
+        "seed": summary.seed,
+        "labels": labels,
+        "shape": list(settings.shape),
+        "spacing": list(settings.spacing),
+        "orientation": "LPS voxel order (i: right to left, j: anterior to posterior, k: inferior to superior)",
+        "formats": list(summary.formats),
+        "settings": settings.to_dict(),
+        "numTraining": len(summary.cases),
+        "training": [case.to_dict() for case in summary.cases],
+        "summary": summary.statistics(),
+    }
+
+
+def generate_dataset(
+    output_dir: str | os.PathLike[str],
+    cases: int,
+    seed: int = 0,
+    settings: PhantomSettings | None = None,
+    formats: Sequence[str] = ("nifti",),
+    progress: bool = True,
+) -> DatasetSummary:
+    """Generate ``cases`` phantoms into ``output_dir`` and write ``datalist.json``.
+
+    Existing files of the same case names are replaced; other files in the folder are left alone.
+
+    Args:
+        output_dir: dataset folder (created).
+        cases: number of cases (``phantom_000`` ...).
+        seed: dataset seed; case ``i`` uses ``case_seed(seed, i)``.
+        settings: phantom settings (default :class:`PhantomSettings`).
+        formats: ``("nifti",)``, ``("dicom",)`` or both. Labels are always NIfTI; with DICOM only, the
+            datalist's ``image`` is the DICOM folder.
+        progress: show a progress bar over cases (only when stderr is a terminal).
+
+    Returns:
+        The :class:`DatasetSummary` (see :func:`format_summary`).
+
+    Raises:
+        ConfigError: invalid cases, seed, settings or formats.
+        OutputError: a file cannot be written.
+    """
+    cases = _check_cases(cases)
+    formats = _check_formats(formats)
+    settings = settings or PhantomSettings()
+    case_seed(seed, 0)  # validates the seed before any work
+    root = Path(output_dir)
+    if root.exists() and not root.is_dir():
+        raise OutputError(f"{root}: exists and is not a folder")
+    start = time.perf_counter()
+    summary = DatasetSummary(root, root / DATALIST_NAME, int(seed), settings, formats)
+    bar = tqdm(range(cases), desc="synth", unit="case", disable=not (progress and sys.stderr.isatty()))
+    for index in bar:
+        name = f"phantom_{index:03d}"
+        phantom = generate_phantom(settings, case_seed(seed, index))
+        summary.cases.append(write_case(phantom, root, name, formats, int(seed), index))
+    summary.seconds = time.perf_counter() - start
+    atomic_write_text(summary.datalist, json.dumps(_datalist(summary), indent=2) + "\n")
+    return summary

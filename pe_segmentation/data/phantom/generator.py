@@ -1,0 +1,293 @@
+"""One synthetic CTPA phantom: settings, the generator and its result.
+
+:func:`generate_phantom` draws a chest (:mod:`.anatomy`), grows the pulmonary artery tree (:mod:`.vessels`),
+places emboli in it (:mod:`.emboli`), looks up per-case tissue HU, adds a smooth texture, blurs by a fraction
+of a voxel (partial volume) and adds Gaussian noise. Everything random comes from one generator in a fixed
+order, so a seed gives the same arrays on every run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from pe_segmentation.data.phantom.anatomy import (
+    REFERENCE_FIELD_MM,
+    Chest,
+    Tissue,
+    smooth_texture,
+    texture_amplitudes,
+    tissue_hu,
+)
+from pe_segmentation.data.phantom.emboli import EmbolusInfo, place_emboli
+from pe_segmentation.data.phantom.geometry import Grid
+from pe_segmentation.data.phantom.vessels import Branch, build_tree, render_lumen
+from pe_segmentation.errors import ConfigError
+from pe_segmentation.io.volume import Volume
+
+DEFAULT_SHAPE = (256, 256, 200)
+DEFAULT_SPACING = (1.4, 1.4, 1.6)
+MIN_SHAPE = 32
+MAX_SHAPE = 1024
+FIELD_SCALE_RANGE = (0.4, 2.5)  # field of view relative to the reference 360 x 360 x 320 mm chest
+HU_RANGE = (-1024, 3071)  # what the int16 image holds (12-bit CT range)
+
+LABEL_BACKGROUND = 0
+LABEL_EMBOLUS = 1
+LABEL_VESSEL = 2
+LABEL_NAMES = {LABEL_BACKGROUND: "background", LABEL_EMBOLUS: "embolus", LABEL_VESSEL: "pulmonary artery"}
+
+RandomSource = int | np.random.Generator | np.random.SeedSequence
+
+
+def _fmt(values: tuple[float, ...], unit: str = "") -> str:
+    return "x".join(f"{v:g}" for v in values) + unit
+
+
+@dataclass(frozen=True)
+class PhantomSettings:
+    """How a phantom is sampled.
+
+    Attributes:
+        shape: voxels along i (patient right to left), j (anterior to posterior), k (inferior to superior).
+        spacing: voxel size in mm along i, j, k. The chest is scaled to the field of view ``shape * spacing``
+            (each axis 144 to 900 mm for x and y, 128 to 800 mm for z, the reference chest being 360 x 360 x
+            320 mm), so changing only the spacing or only the shape changes the sampling, not the anatomy
+            relative to the field.
+        noise_hu: standard deviation of the added Gaussian noise (HU); 0 gives a noise-free image.
+        blur_sigma: Gaussian partial-volume blur in voxels; 0 keeps the hard-edged tissue values.
+        vessel_label: label patent pulmonary artery lumen as 2 (emboli stay 1).
+        emboli_per_case: inclusive range of the number of emboli per case.
+    """
+
+    shape: tuple[int, int, int] = DEFAULT_SHAPE
+    spacing: tuple[float, float, float] = DEFAULT_SPACING
+    noise_hu: float = 15.0
+    blur_sigma: float = 0.6
+    vessel_label: bool = False
+    emboli_per_case: tuple[int, int] = (1, 6)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", self._triple("shape", self.shape, int))
+        object.__setattr__(self, "spacing", self._triple("spacing", self.spacing, float))
+        if not isinstance(self.emboli_per_case, (list, tuple)):
+            raise ConfigError(f"phantom emboli_per_case must be [low, high], got {self.emboli_per_case!r}")
+        object.__setattr__(self, "emboli_per_case", tuple(self.emboli_per_case))
+        if any(n < MIN_SHAPE or n > MAX_SHAPE for n in self.shape):
+            raise ConfigError(
+                f"phantom shape {_fmt(self.shape)} is out of range: each axis needs {MIN_SHAPE} to {MAX_SHAPE} voxels"
+            )
+        if any(not math.isfinite(s) or s <= 0 for s in self.spacing):
+            raise ConfigError(f"phantom spacing {_fmt(self.spacing)} mm must be positive")
+        self._check_field()
+        for name, value, high in (("noise_hu", self.noise_hu, 200.0), ("blur_sigma", self.blur_sigma, 3.0)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= high:
+                raise ConfigError(f"phantom {name} must be a number in [0, {high:g}], got {value!r}")
+        if not isinstance(self.vessel_label, bool):
+            raise ConfigError(f"phantom vessel_label must be true or false, got {self.vessel_label!r}")
+        per_case = self.emboli_per_case
+        if not (
+            len(per_case) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in per_case)
+            and 1 <= per_case[0] <= per_case[1] <= 50
+        ):
+            raise ConfigError(
+                f"phantom emboli_per_case must be [low, high] with 1 <= low <= high <= 50, got {per_case!r}"
+            )
+
+    @staticmethod
+    def _triple(name: str, value: object, kind: type) -> tuple:
+        try:
+            items = tuple(value)  # type: ignore[arg-type]
+            if len(items) != 3 or any(isinstance(v, bool) for v in items):
+                raise TypeError
+            converted = tuple(kind(v) for v in items)
+        except (TypeError, ValueError):
+            raise ConfigError(f"phantom {name} must be three numbers, got {value!r}") from None
+        if kind is int and converted != tuple(float(v) for v in items):
+            raise ConfigError(f"phantom {name} must be three integers, got {value!r}")
+        return converted
+
+    def _check_field(self) -> None:
+        field_mm = self.grid.field_mm
+        scale = field_mm / REFERENCE_FIELD_MM
+        low, high = FIELD_SCALE_RANGE
+        if np.any(scale < low):
+            need = _fmt(tuple(round(v) for v in REFERENCE_FIELD_MM * low), " mm")
+            raise ConfigError(
+                f"phantom field of view {_fmt(tuple(round(v) for v in field_mm), ' mm')} is too small to hold the "
+                f"chest (needs at least {need}); raise the shape or the spacing"
+            )
+        if np.any(scale > high):
+            most = _fmt(tuple(round(v) for v in REFERENCE_FIELD_MM * high), " mm")
+            raise ConfigError(
+                f"phantom field of view {_fmt(tuple(round(v) for v in field_mm), ' mm')} is larger than {most}; "
+                "lower the shape or the spacing"
+            )
+        if scale.max() / scale.min() > 2.0:
+            raise ConfigError(
+                f"phantom field of view {_fmt(tuple(round(v) for v in field_mm), ' mm')} is too far from a chest's "
+                "proportions (axes may differ by at most 2x relative to 360 x 360 x 320 mm)"
+            )
+
+    @classmethod
+    def for_field(
+        cls,
+        shape: tuple[int, int, int] | None = None,
+        spacing: tuple[float, float, float] | None = None,
+        **options: object,
+    ) -> PhantomSettings:
+        """Settings from a shape and/or a spacing; the missing one keeps the default field of view.
+
+        The default field is ``DEFAULT_SHAPE * DEFAULT_SPACING`` (358 x 358 x 320 mm): a shape alone gets the
+        spacing that covers it (e.g. 64 x 64 x 48 -> 5.6 x 5.6 x 6.67 mm), a spacing alone the shape.
+        """
+        field_mm = np.asarray(DEFAULT_SHAPE) * np.asarray(DEFAULT_SPACING)
+        if shape is not None and spacing is None:
+            spacing = tuple(
+                float(round(f / n, 4))
+                for f, n in zip(field_mm, PhantomSettings._triple("shape", shape, int), strict=True)
+            )
+        elif spacing is not None and shape is None:
+            steps = PhantomSettings._triple("spacing", spacing, float)
+            if any(s <= 0 for s in steps):
+                raise ConfigError(f"phantom spacing {_fmt(steps)} mm must be positive")
+            shape = tuple(max(1, round(f / s)) for f, s in zip(field_mm, steps, strict=True))
+        return cls(shape=shape or DEFAULT_SHAPE, spacing=spacing or DEFAULT_SPACING, **options)  # type: ignore[arg-type]
+
+    @property
+    def grid(self) -> Grid:
+        return Grid(self.shape, self.spacing)
+
+    def to_dict(self) -> dict:
+        """JSON-ready mapping of the settings."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+@dataclass
+class Phantom:
+    """A generated case.
+
+    Attributes:
+        image: CT in HU (int16), RAS affine of an axial LPS-ordered grid.
+        label: uint8 labels (0 background, 1 embolus, 2 patent pulmonary artery when ``vessel_label``).
+        emboli: the emboli, ``emboli[k - 1]`` being value ``k`` of ``instances``.
+        vessels: boolean lumen of the pulmonary artery tree (emboli included).
+        tissues: uint8 :class:`~pe_segmentation.data.phantom.anatomy.Tissue` map.
+        instances: uint8 map of embolus indices (0 none).
+        branches: the artery tree.
+        settings: the settings used.
+    """
+
+    image: Volume
+    label: Volume
+    emboli: list[EmbolusInfo]
+    vessels: np.ndarray
+    tissues: np.ndarray
+    instances: np.ndarray
+    branches: list[Branch] = field(repr=False)
+    settings: PhantomSettings
+
+
+def case_seed(seed: int, index: int) -> np.random.SeedSequence:
+    """Seed of case ``index`` of a dataset with ``seed``: the same whether made alone or among others.
+
+    Equal to ``np.random.SeedSequence(seed).spawn(n)[index]`` for any ``n > index``.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
+        raise ConfigError(f"case index must be a non-negative integer, got {index!r}")
+    return np.random.SeedSequence(int(seed), spawn_key=(int(index),))
+
+
+def _generator(source: RandomSource) -> np.random.Generator:
+    if isinstance(source, np.random.Generator):
+        return source
+    if isinstance(source, np.random.SeedSequence):
+        return np.random.default_rng(source)
+    if isinstance(source, bool) or not isinstance(source, (int, np.integer)) or source < 0:
+        raise ConfigError(
+            f"seed must be a non-negative integer, a SeedSequence or a Generator, got {source!r}"
+        )
+    return np.random.default_rng(int(source))
+
+
+def generate_phantom(settings: PhantomSettings | None = None, rng: RandomSource = 0) -> Phantom:
+    """Generate one synthetic CTPA case.
+
+    Args:
+        settings: sampling and output options (default :class:`PhantomSettings`).
+        rng: a seed (int), a :class:`numpy.random.SeedSequence` (see :func:`case_seed`) or a generator.
+
+    Returns:
+        The :class:`Phantom`: HU image, label, emboli and the maps behind them.
+    """
+    settings = settings or PhantomSettings()
+    rng = _generator(rng)
+    grid = settings.grid
+    chest = Chest(grid, rng)
+    tissues = chest.render()
+    branches = build_tree(chest, rng)
+    vessels = render_lumen(grid, branches)
+    tissues[vessels] = Tissue.PULMONARY_ARTERY
+    instances, emboli = place_emboli(grid, branches, vessels, rng, settings.emboli_per_case)
+    clot_voxels = np.nonzero(instances)
+    tissues[clot_voxels] = Tissue.EMBOLUS
+    hu = _hu_image(tissues, instances, clot_voxels, emboli, grid, settings, rng)
+    affine = grid.affine()
+    image = Volume(hu, affine, {"source": "pe-seg synthetic CTPA phantom"})
+    label = _label(instances, vessels, settings.vessel_label)
+    return Phantom(
+        image=image,
+        label=Volume(
+            label, affine.copy(), {"source": "pe-seg synthetic CTPA phantom", "labels": LABEL_NAMES}
+        ),
+        emboli=emboli,
+        vessels=vessels,
+        tissues=tissues,
+        instances=instances,
+        branches=branches,
+        settings=settings,
+    )
+
+
+def _hu_image(
+    tissues: np.ndarray,
+    instances: np.ndarray,
+    clot_voxels: tuple[np.ndarray, ...],
+    emboli: list[EmbolusInfo],
+    grid: Grid,
+    settings: PhantomSettings,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """HU (int16) from tissues: per-case table, texture, clot values, partial-volume blur, noise."""
+    table = tissue_hu(rng)
+    texture = smooth_texture(grid, rng)
+    hu = table[tissues]
+    texture *= texture_amplitudes()[tissues]
+    hu += texture
+    del texture
+    if emboli:
+        clot_hu = np.array([0.0] + [e.hu for e in emboli], dtype=np.float32)
+        hu[clot_voxels] = clot_hu[instances[clot_voxels]]
+    if settings.blur_sigma > 0:
+        ndimage.gaussian_filter(hu, settings.blur_sigma, output=hu, truncate=3.0)
+    if settings.noise_hu > 0:
+        noise = rng.standard_normal(grid.shape, dtype=np.float32)
+        noise *= np.float32(settings.noise_hu)
+        hu += noise
+        del noise
+    np.rint(hu, out=hu)
+    np.clip(hu, *HU_RANGE, out=hu)
+    return hu.astype(np.int16)
+
+
+def _label(instances: np.ndarray, vessels: np.ndarray, vessel_label: bool) -> np.ndarray:
+    label = (instances > 0).astype(np.uint8)
+    if vessel_label:
+        label[vessels & (label == 0)] = LABEL_VESSEL
+    return label
