@@ -49,7 +49,13 @@ def resolve_norm(norm: NormSpec, channels: int) -> str | tuple | None:
     """Turn a pe-seg normalisation name into the MONAI norm spec for a layer with ``channels`` channels.
 
     ``"group"`` needs a group count that divides the channel count; it uses ``gcd(8, channels)`` groups (8 for
-    the usual widths), which keeps tiny test networks valid. ``"instance"`` is affine, as in nnU-Net.
+    the usual widths), which keeps tiny test networks valid.
+
+    ``"instance"`` (affine, as in nnU-Net) is built as ``GroupNorm`` with one channel per group. That is the same
+    function (per-sample, per-channel statistics, learned scale and shift; identical ``weight``/``bias``
+    parameters and no buffers, so state dicts are interchangeable), but PyTorch's ``InstanceNorm`` reshapes
+    through ``batch_norm``: on channels-last tensors it copies to and from NCDHW and returns NCDHW, which cost
+    3-4x in that layer and undid most of the bfloat16 + channels_last_3d speed-up on CPU (docs/networks.md).
 
     Args:
         norm: ``"batch"``, ``"instance"``, ``"group"``, ``"none"``/``None``, or a MONAI ``(name, kwargs)`` tuple,
@@ -67,7 +73,7 @@ def resolve_norm(norm: NormSpec, channels: int) -> str | tuple | None:
     if name == "batch":
         return "batch"
     if name == "instance":
-        return ("instance", {"affine": True})
+        return ("group", {"num_groups": channels})  # == affine InstanceNorm; see the docstring
     if name == "group":
         return ("group", {"num_groups": math.gcd(8, channels)})
     raise ValueError(f"norm must be one of {', '.join(NORM_NAMES)} or a MONAI norm tuple, got {norm!r}.")

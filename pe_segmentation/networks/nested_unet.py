@@ -85,7 +85,9 @@ class NestedUNet(nn.Module):
         pad_input: bool = True,
     ) -> None:
         super().__init__()
-        check_common_args(spatial_dims, in_channels, out_channels, base_channels, depth, norm, dropout, upsample)
+        check_common_args(
+            spatial_dims, in_channels, out_channels, base_channels, depth, norm, dropout, upsample
+        )
         self.depth = depth
         self.multiple = 2**depth
         self.pad_input = pad_input
@@ -100,7 +102,10 @@ class NestedUNet(nn.Module):
 
         self.encoder = nn.ModuleList(
             [EncoderStage(block(in_channels, channels[0]))]
-            + [EncoderStage(block(channels[i - 1], channels[i]), make_downsample(spatial_dims)) for i in range(1, depth + 1)]
+            + [
+                EncoderStage(block(channels[i - 1], channels[i]), make_downsample(spatial_dims))
+                for i in range(1, depth + 1)
+            ]
         )
         # columns[j - 1][i] is node X[i][j]; X[i][j] concatenates j same-level maps and one up-sampled map
         self.columns = nn.ModuleList(
@@ -118,7 +123,9 @@ class NestedUNet(nn.Module):
             ]
         )
         n_heads = depth if deep_supervision else 1
-        self.heads = nn.ModuleList([make_head(spatial_dims, channels[0], out_channels) for _ in range(n_heads)])
+        self.heads = nn.ModuleList(
+            [make_head(spatial_dims, channels[0], out_channels) for _ in range(n_heads)]
+        )
 
     def set_inference_level(self, level: int) -> None:
         """Select the decoder column (1..depth) used outside deep-supervised training; lower is faster."""

@@ -1,0 +1,305 @@
+"""MONAI's segmentation networks behind pe-seg's parameter names and output conventions.
+
+Each ``build_monai_*`` function takes pe-seg's common parameters (``spatial_dims``, ``in_channels``,
+``out_channels``, ``base_channels``, ``depth``, ``norm``, ``dropout``, ...) and translates them into the MONAI
+network's own arguments; any other keyword is passed to the MONAI class unchanged. The network is wrapped in
+:class:`MonaiNetwork`, which
+
+* pads inputs to the size multiple the MONAI network needs and crops the output back, so odd patch sizes work;
+* returns one logits tensor ``(B, out_channels, *spatial)`` outside deep-supervised training (MONAI's
+  ``BasicUNetPlusPlus`` always returns a list, which is unwrapped).
+
+The MONAI module itself is ``wrapper.net`` (load MONAI/pretrained weights into it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+from monai.networks.nets import AttentionUnet, BasicUNetPlusPlus, DynUNet, SegResNet, SwinUNETR
+from monai.networks.nets import UNet as MonaiUNet
+from monai.networks.nets import swin_unetr as _swin_unetr_module
+from monai.utils import optional_import
+
+from pe_segmentation.networks.blocks import (
+    NormSpec,
+    check_common_args,
+    crop_to,
+    pad_to_multiple,
+    resolve_norm,
+)
+
+__all__ = [
+    "MonaiNetwork",
+    "build_monai_attention_unet",
+    "build_monai_dynunet",
+    "build_monai_segresnet",
+    "build_monai_swinunetr",
+    "build_monai_unet",
+    "build_monai_unetpp",
+    "permute_rearrange",
+]
+
+
+class MonaiNetwork(nn.Module):
+    """Wrap a MONAI network: pad to ``multiple``, run it, crop back; unwrap list outputs outside training.
+
+    Args:
+        net: the MONAI module.
+        multiple: spatial sizes are zero-padded up to a multiple of this (1 = no padding).
+        list_output: the module returns a list whose first element is the final output (BasicUNetPlusPlus).
+        deep_supervision: the module was built with deep supervision; in training mode its full output (a list,
+            or DynUNet's stacked ``(B, heads, C, *spatial)`` tensor) is returned.
+    """
+
+    def __init__(
+        self, net: nn.Module, multiple: int = 1, list_output: bool = False, deep_supervision: bool = False
+    ):
+        super().__init__()
+        self.net = net
+        self.multiple = multiple
+        self.list_output = list_output
+        self.deep_supervision = deep_supervision
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        size = list(x.shape[2:])
+        y = self.net(pad_to_multiple(x, self.multiple))
+        if isinstance(y, torch.Tensor):
+            return crop_to(y, size)
+        if self.training and self.deep_supervision:
+            return [crop_to(t, size) for t in y]
+        return crop_to(y[0], size)
+
+
+def _monai_norm(norm: NormSpec, channels: int) -> str | tuple:
+    """MONAI norm spec; one spec serves every layer, so "instance" stays torch's InstanceNorm here."""
+    if isinstance(norm, str) and norm.lower() == "instance":
+        return ("instance", {"affine": True})
+    spec = resolve_norm(norm, channels)
+    if spec is None:
+        raise ValueError("MONAI networks need a normalisation: norm must be 'batch', 'instance' or 'group'.")
+    return spec
+
+
+def _channels(base_channels: int, depth: int, cap: int | None = None) -> list[int]:
+    widths = [base_channels * 2**level for level in range(depth + 1)]
+    return [min(w, cap) for w in widths] if cap else widths
+
+
+def build_monai_unet(
+    spatial_dims: int = 3,
+    in_channels: int = 1,
+    out_channels: int = 2,
+    base_channels: int = 32,
+    depth: int = 4,
+    norm: NormSpec = "instance",
+    dropout: float = 0.0,
+    num_res_units: int = 2,
+    **native: Any,
+) -> MonaiNetwork:
+    """MONAI ``UNet`` (strided-conv down-sampling, residual units): channels ``base * 2**i``, strides 2."""
+    check_common_args(spatial_dims, in_channels, out_channels, base_channels, depth, norm, dropout, "deconv")
+    net = MonaiUNet(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        channels=_channels(base_channels, depth),
+        strides=[2] * depth,
+        num_res_units=num_res_units,
+        norm=_monai_norm(norm, base_channels),
+        dropout=dropout,
+        **native,
+    )
+    return MonaiNetwork(net, multiple=2**depth)
+
+
+def build_monai_attention_unet(
+    spatial_dims: int = 3,
+    in_channels: int = 1,
+    out_channels: int = 2,
+    base_channels: int = 32,
+    depth: int = 4,
+    dropout: float = 0.0,
+    **native: Any,
+) -> MonaiNetwork:
+    """MONAI ``AttentionUnet`` (batch norm is built in, so no ``norm``): channels ``base * 2**i``, strides 2."""
+    check_common_args(
+        spatial_dims, in_channels, out_channels, base_channels, depth, "batch", dropout, "deconv"
+    )
+    net = AttentionUnet(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        channels=_channels(base_channels, depth),
+        strides=[2] * depth,
+        dropout=dropout,
+        **native,
+    )
+    return MonaiNetwork(net, multiple=2**depth)
+
+
+def build_monai_unetpp(
+    spatial_dims: int = 3,
+    in_channels: int = 1,
+    out_channels: int = 2,
+    base_channels: int = 32,
+    norm: NormSpec = "instance",
+    dropout: float = 0.0,
+    upsample: str = "deconv",
+    deep_supervision: bool = False,
+    **native: Any,
+) -> MonaiNetwork:
+    """MONAI ``BasicUNetPlusPlus`` (fixed depth 4): features ``(b, b, 2b, 4b, 8b, b)`` for ``base_channels=b``."""
+    check_common_args(spatial_dims, in_channels, out_channels, base_channels, 4, norm, dropout, upsample)
+    b = base_channels
+    net = BasicUNetPlusPlus(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        features=(b, b, 2 * b, 4 * b, 8 * b, b),
+        deep_supervision=deep_supervision,
+        norm=_monai_norm(norm, b),
+        dropout=dropout,
+        upsample=upsample,
+        **native,
+    )
+    if not deep_supervision:
+        # MONAI still runs the three shallow heads and discards their output: parameters without gradients
+        # (DDP would need find_unused_parameters) and wasted convolutions; replace them with no-ops
+        for level in (1, 2, 3):
+            setattr(net, f"final_conv_0_{level}", nn.Identity())
+    # BasicUNetPlusPlus pads mismatched skips itself, but only a multiple of 16 keeps every level aligned
+    return MonaiNetwork(net, multiple=16, list_output=True, deep_supervision=deep_supervision)
+
+
+def build_monai_segresnet(
+    spatial_dims: int = 3,
+    in_channels: int = 1,
+    out_channels: int = 2,
+    base_channels: int = 16,
+    depth: int = 3,
+    norm: NormSpec = "group",
+    dropout: float = 0.0,
+    upsample: str = "nontrainable",
+    **native: Any,
+) -> MonaiNetwork:
+    """MONAI ``SegResNet``: ``init_filters=base_channels``, ``blocks_down=(1, 2, 2, 4, 4, ...)[:depth + 1]``."""
+    check_common_args(spatial_dims, in_channels, out_channels, base_channels, depth, norm, dropout, upsample)
+    blocks_down = tuple([1, 2, 2] + [4] * max(0, depth - 2))[: depth + 1]
+    net = SegResNet(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        init_filters=base_channels,
+        blocks_down=blocks_down,
+        blocks_up=(1,) * depth,
+        norm=_monai_norm(norm, base_channels),
+        dropout_prob=dropout or None,
+        upsample_mode=upsample,
+        **native,
+    )
+    return MonaiNetwork(net, multiple=2**depth)
+
+
+def build_monai_dynunet(
+    spatial_dims: int = 3,
+    in_channels: int = 1,
+    out_channels: int = 2,
+    base_channels: int = 32,
+    depth: int = 4,
+    norm: NormSpec = "instance",
+    dropout: float = 0.0,
+    deep_supervision: bool = False,
+    deep_supr_num: int | None = None,
+    max_channels: int = 320,
+    **native: Any,
+) -> MonaiNetwork:
+    """MONAI ``DynUNet`` (nnU-Net's network): 3x3[x3] kernels, strides ``[1, 2, ..., 2]`` from ``depth``.
+
+    Filters are ``base * 2**i`` capped at ``max_channels`` (320, as in nnU-Net). With deep supervision MONAI
+    returns, in training mode, a stacked tensor ``(B, 1 + deep_supr_num, C, *spatial)``;
+    ``deep_supr_num`` defaults to ``max(1, depth - 2)``.
+    """
+    check_common_args(spatial_dims, in_channels, out_channels, base_channels, depth, norm, dropout, "deconv")
+    if depth < 2 and deep_supervision:
+        raise ValueError("deep_supervision needs depth >= 2.")
+    net = DynUNet(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        kernel_size=[3] * (depth + 1),
+        strides=[1] + [2] * depth,
+        upsample_kernel_size=[2] * depth,
+        filters=_channels(base_channels, depth, cap=max_channels),
+        norm_name=_monai_norm(norm, base_channels),
+        dropout=dropout or None,
+        deep_supervision=deep_supervision,
+        deep_supr_num=deep_supr_num if deep_supr_num is not None else max(1, depth - 2),
+        **native,
+    )
+    return MonaiNetwork(net, multiple=2**depth, deep_supervision=deep_supervision)
+
+
+def permute_rearrange(x: torch.Tensor, pattern: str) -> torch.Tensor:
+    """The subset of ``einops.rearrange`` that MONAI's SwinUNETR uses: a pure axis permutation.
+
+    ``pattern`` is ``"a b c -> c a b"`` with one name per axis (no grouping, no ellipsis).
+    """
+    left, arrow, right = pattern.partition("->")
+    src, dst = left.split(), right.split()
+    if (
+        not arrow
+        or sorted(src) != sorted(dst)
+        or len(src) != x.dim()
+        or any("(" in t or "." in t for t in src)
+    ):
+        raise NotImplementedError(
+            f"only plain axis permutations are supported without einops, got {pattern!r}"
+        )
+    return x.permute([src.index(name) for name in dst])
+
+
+def _ensure_swin_rearrange() -> None:
+    """Let SwinUNETR run without the optional ``einops`` package.
+
+    MONAI imports ``einops.rearrange`` lazily and fails at the first forward pass when it is missing; SwinUNETR
+    only uses it to move the channel axis, so :func:`permute_rearrange` stands in. Nothing changes when einops
+    is installed.
+    """
+    _, has_einops = optional_import("einops")
+    if not has_einops:
+        _swin_unetr_module.rearrange = permute_rearrange
+
+
+def build_monai_swinunetr(
+    spatial_dims: int = 3,
+    in_channels: int = 1,
+    out_channels: int = 2,
+    base_channels: int = 24,
+    norm: NormSpec = "instance",
+    dropout: float = 0.0,
+    **native: Any,
+) -> MonaiNetwork:
+    """MONAI ``SwinUNETR`` (MONAI 1.6 takes no ``img_size``): ``feature_size=base_channels`` (a multiple of 12).
+
+    The Swin encoder halves the resolution five times (patch embedding + four stages), so inputs are padded to
+    a multiple of 32.
+    """
+    check_common_args(spatial_dims, in_channels, out_channels, base_channels, 4, norm, dropout, "deconv")
+    if base_channels % 12 != 0:
+        raise ValueError(
+            f"SwinUNETR needs base_channels (feature_size) divisible by 12, got {base_channels}."
+        )
+    _ensure_swin_rearrange()
+    net = SwinUNETR(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        feature_size=base_channels,
+        norm_name=_monai_norm(norm, base_channels),
+        drop_rate=dropout,
+        **native,
+    )
+    return MonaiNetwork(net, multiple=32)
