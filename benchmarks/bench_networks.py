@@ -1,21 +1,24 @@
 """Time every registered network on one 3D patch: fp32 vs bfloat16 autocast, with and without channels-last.
 
-    .venv/bin/python benchmarks/bench_networks.py [--size 64] [--repeats 5] [--device auto]
-        [--networks unet monai_unet ...] [--no-backward] [--profile unet]
+    .venv/bin/python benchmarks/bench_networks.py [--size 64] [--repeats 5] [--train-repeats 3]
+        [--device auto] [--networks unet monai_unet ...] [--no-backward] [--profile unet ...]
 
-For each network (registry defaults: 1 input channel, 2 classes, batch 1) it measures the median over
-``--repeats`` runs, after two warm-up runs per setting (oneDNN/cuDNN pick and cache kernels on first use), of
+For each network (registry defaults: 1 input channel, 2 classes; batch 1) it measures, after one warm-up run
+per setting (oneDNN/cuDNN choose and cache kernels on first use):
 
-* forward time (eval mode, ``torch.no_grad``) in four settings: fp32, fp32 + channels_last_3d, bf16 autocast,
-  bf16 autocast + channels_last_3d (on CUDA also fp16 autocast + channels_last_3d);
-* forward + backward time (training mode) for fp32 and the fastest reduced-precision setting;
+* forward time (eval mode, ``torch.no_grad``), median of ``--repeats``, in four settings: fp32,
+  fp32 + channels_last_3d ("CL"), bf16 autocast, bf16 autocast + channels_last_3d (on CUDA also fp16 autocast
+  + CL, then the fastest setting);
+* forward + backward time (training mode), median of ``--train-repeats``, for fp32, bf16 and bf16 + CL;
 
-and prints the speedups against fp32 measured in the same run, plus the agreement of the reduced-precision
-prediction with fp32 (share of voxels with the same arg-max class, largest softmax difference). Settings are
-interleaved within each repetition so that machine-load drift hits them alike.
+and prints the speed-ups against fp32 measured in the same run, the agreement of the bf16 + CL prediction with
+fp32 (share of voxels with the same arg-max class, largest softmax difference), and a second table with the
+speed-ups of each setting's fastest run, which other load on a shared machine disturbs least. Settings are
+interleaved within each repetition, and each setting runs its own copy of the network, converted to its
+memory format once.
 
-``--profile NAME`` prints instead the operators that dominate one network's forward pass in fp32 and in the
-fastest reduced-precision setting, which is how the analysis in docs/networks.md was made.
+``--profile NAME ...`` prints instead the operators that dominate those networks' forward and training passes
+per setting, which is how the analysis in docs/networks.md was made.
 
 The device is chosen with ``--device`` (``auto``: CUDA when available, else CPU).
 """
@@ -107,9 +110,9 @@ def make_runner(
 
 
 def time_settings(
-    runners: dict[str, Callable[[], torch.Tensor]], device: torch.device, repeats: int, warmup: int = 2
+    runners: dict[str, Callable[[], torch.Tensor]], device: torch.device, repeats: int, warmup: int = 1
 ) -> tuple[dict[str, list[float]], dict[str, torch.Tensor]]:
-    """Seconds per run for each setting (settings interleaved per repetition) and each setting's last output."""
+    """Seconds per run of each setting (interleaved per repetition) and each setting's last output."""
     outputs = {}
     for label, run in runners.items():
         for _ in range(warmup):
@@ -139,19 +142,24 @@ def _print_row(cells: list[str]) -> None:
 def benchmark(args: argparse.Namespace, device: torch.device) -> None:
     settings = CUDA_SETTINGS if device.type == "cuda" else CPU_SETTINGS
     fastest = settings[-1] if device.type == "cuda" else settings[3]
-    train_settings = [settings[0], fastest]
+    train_settings = [settings[0], settings[2], fastest]  # fp32, bf16, and the fastest inference setting
     torch.manual_seed(0)
     x = torch.randn(1, 1, *([args.size] * 3), device=device)
     print(
         f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else _cpu_name()}), "
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}, patch {args.size}^3, batch 1, "
-        f"median of {args.repeats} after 2 warm-ups\n"
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, patch {args.size}^3, batch 1; "
+        f"medians of {args.repeats} forward and {args.train_repeats} forward+backward runs "
+        "after one warm-up\n"
     )
     labels = [s.label for s in settings]
+    train_labels = [s.label for s in train_settings]
     header = ["network", *[f"fwd {c} ms" for c in labels], *[f"x {c}" for c in labels[1:]]]
     if not args.no_backward:
-        header += ["fwd+bwd fp32 ms", f"fwd+bwd {fastest.label} ms", f"x {fastest.label} train"]
+        header += [*[f"train {c} ms" for c in train_labels], *[f"x {c} train" for c in train_labels[1:]]]
     header += [f"argmax agree {fastest.label}", "max abs dp"]
+    best_header = ["network", *[f"x {c}" for c in labels[1:]]]
+    if not args.no_backward:
+        best_header += [f"x {c} train" for c in train_labels[1:]]
     _print_row(header)
     print("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
     best_rows = []
@@ -169,29 +177,23 @@ def benchmark(args: argparse.Namespace, device: torch.device) -> None:
         ]
         best_row = [name, *[f"{best['fp32'] / best[c]:.2f}" for c in labels[1:]]]
         if not args.no_backward:
-            bwd, _ = time_settings(
-                {s.label: make_runner(net, x, s, backward=True) for s in train_settings}, device, args.repeats
+            train, _ = time_settings(
+                {s.label: make_runner(net, x, s, backward=True) for s in train_settings},
+                device,
+                args.train_repeats,
             )
-            bmed = {k: statistics.median(v) for k, v in bwd.items()}
-            bbest = {k: min(v) for k, v in bwd.items()}
-            row += [
-                f"{1000 * bmed['fp32']:.0f}",
-                f"{1000 * bmed[fastest.label]:.0f}",
-                f"{bmed['fp32'] / bmed[fastest.label]:.2f}",
-            ]
-            best_row.append(f"{bbest['fp32'] / bbest[fastest.label]:.2f}")
+            tmed = {k: statistics.median(v) for k, v in train.items()}
+            tbest = {k: min(v) for k, v in train.items()}
+            row += [f"{1000 * tmed[c]:.0f}" for c in train_labels]
+            row += [f"{tmed['fp32'] / tmed[c]:.2f}" for c in train_labels[1:]]
+            best_row += [f"{tbest['fp32'] / tbest[c]:.2f}" for c in train_labels[1:]]
         same, max_dp = agreement(outputs["fp32"], outputs[fastest.label])
         row += [f"{100 * same:.2f}%", f"{max_dp:.3f}"]
         _print_row(row)
         best_rows.append(best_row)
         del net
     # on a shared machine the fastest run is the least disturbed one: speed-ups of the minima, for reference
-    print(
-        f"\nspeed-ups of the fastest of {args.repeats} runs (less sensitive to other load on the machine)\n"
-    )
-    best_header = ["network", *[f"x {c}" for c in labels[1:]]]
-    if not args.no_backward:
-        best_header.append(f"x {fastest.label} train")
+    print("\nspeed-ups of the fastest run of each setting (less sensitive to other load on the machine)\n")
     _print_row(best_header)
     print("|" + "|".join(["---"] + ["---:"] * (len(best_header) - 1)) + "|")
     for best_row in best_rows:
@@ -203,19 +205,22 @@ def profile(args: argparse.Namespace, device: torch.device) -> None:
     from torch.profiler import profile as torch_profile
 
     settings = CUDA_SETTINGS if device.type == "cuda" else CPU_SETTINGS
+    fastest = settings[-1] if device.type == "cuda" else settings[3]
     x = torch.randn(1, 1, *([args.size] * 3), device=device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     for name in args.profile:
         net = build_network(name).to(device)
-        for setting in (settings[0], settings[-1] if device.type == "cuda" else settings[3]):
-            run = make_runner(net, x, setting, backward=False)
-            run(), run()
+        runs = [("forward", s, False) for s in (settings[0], fastest)]
+        runs += [("train", s, True) for s in (settings[0], settings[2], fastest)]
+        for mode, setting, backward in runs:
+            run = make_runner(net, x, setting, backward=backward)
+            run()
             with torch_profile(activities=activities) as prof:
                 run()
             events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
             total = sum(e.self_cpu_time_total for e in events)
-            top = ", ".join(f"{e.key} {100 * e.self_cpu_time_total / total:.0f}%" for e in events[:6])
-            print(f"{name} {setting.label}: {total / 1000:.0f} ms CPU; {top}")
+            top = ", ".join(f"{e.key} {100 * e.self_cpu_time_total / total:.0f}%" for e in events[:5])
+            print(f"{name} {mode} {setting.label}: {total / 1000:.0f} ms; {top}", flush=True)
 
 
 def _cpu_name() -> str:
@@ -232,7 +237,10 @@ def _cpu_name() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=64, help="cubic patch edge (default 64)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="timed forward runs per setting (default 5)")
+    parser.add_argument(
+        "--train-repeats", type=int, default=3, help="timed forward+backward runs (default 3)"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--networks", nargs="+", default=available_networks(), choices=available_networks())
     parser.add_argument("--no-backward", action="store_true", help="skip the forward+backward timings")

@@ -3,13 +3,13 @@
 ``build_loss(name, **params)`` returns an ``nn.Module`` called as ``loss(logits, target)``:
 
 * ``logits``: raw network output ``(B, C, *spatial)``.
-* ``target``: an integer class map ``(B, 1, *spatial)`` (MONAI's convention; one-hot encoded here, once), or an
-  already one-hot / multi-label tensor ``(B, C, *spatial)``.
+* ``target``: an integer class map ``(B, 1, *spatial)`` (MONAI's convention; one-hot encoded here, once), or
+  an already one-hot / multi-label tensor ``(B, C, *spatial)``.
 
 Every loss shares three parameters, applied the same way everywhere:
 
-* ``activation``: ``"softmax"`` (default; mutually exclusive classes, ``C >= 2``, e.g. background + embolus) or
-  ``"sigmoid"`` (independent channels; ``C = 1`` for a binary embolus map).
+* ``activation``: ``"softmax"`` (default; mutually exclusive classes, ``C >= 2``, e.g. background + embolus)
+  or ``"sigmoid"`` (independent channels; ``C = 1`` for a binary embolus map).
 * ``include_background``: whether channel 0 counts in the *overlap* terms (Dice, Tversky, generalised Dice).
   Voxel-wise terms (cross-entropy, focal) score every class in softmax mode, because dropping the background
   from a softmax voxel loss leaves nothing that pushes background voxels away from the embolus class (MONAI's
@@ -62,8 +62,8 @@ class _RegionTerm(nn.Module):
 
     The MONAI loss runs with ``reduction="none"`` on all channels; channel 0 is dropped afterwards (Dice and
     Tversky are per class, so this equals MONAI's own ``include_background=False``) and class weights are
-    applied to the per-(sample, class) values before the mean. Generalised Dice couples the classes through its
-    own weights, so it is given ``include_background`` directly and accepts no class weights.
+    applied to the per-(sample, class) values before the mean. Generalised Dice couples the classes through
+    its own weights, so it is given ``include_background`` directly and accepts no class weights.
     """
 
     def __init__(self, loss: nn.Module, drop_background: bool, class_weights: torch.Tensor | None) -> None:
@@ -144,8 +144,8 @@ class SegmentationLoss(nn.Module):
     Built by :func:`build_loss`; see the module docstring for the conventions.
 
     Args:
-        terms: ``(name, module, weight)`` triples; each module takes ``(logits, target)`` with a float target of
-            the logits' shape and returns a scalar.
+        terms: ``(name, module, weight)`` triples; each module takes ``(logits, target)`` with a float target
+            of the logits' shape and returns a scalar.
         activation: ``"softmax"`` or ``"sigmoid"``.
         class_weights: per-channel weights, only used here to check their count against the logits.
     """
@@ -177,8 +177,8 @@ class SegmentationLoss(nn.Module):
             or target.shape[0] != logits.shape[0]
         ):
             raise ValueError(
-                f"target shape {tuple(target.shape)} does not fit logits {tuple(logits.shape)}: expected a class "
-                f"map (B, 1, *spatial) or a one-hot tensor (B, {channels}, *spatial)."
+                f"target shape {tuple(target.shape)} does not fit logits {tuple(logits.shape)}: "
+                f"expected a class map (B, 1, *spatial) or a one-hot tensor (B, {channels}, *spatial)."
             )
         if self.activation == "softmax" and channels < 2:
             raise ValueError(
@@ -415,7 +415,7 @@ def _build_generalized_dice(
     smooth_dr: float = 1e-5,
     batch: bool = False,
 ) -> SegmentationLoss:
-    """Generalised Dice (MONAI ``GeneralizedDiceLoss``); class weights come from the label volumes (``w_type``)."""
+    """Generalised Dice (MONAI ``GeneralizedDiceLoss``); class weights from label volumes (``w_type``)."""
     softmax, _, _ = _common(activation, include_background, None)
     loss = GeneralizedDiceLoss(
         include_background=include_background, softmax=softmax, sigmoid=not softmax, w_type=w_type,
@@ -479,7 +479,8 @@ def build_loss(name: str, **params: Any) -> SegmentationLoss:
         match = difflib.get_close_matches(unknown[0], accepted, n=1, cutoff=0.6)
         hint = f" (did you mean {match[0]!r}?)" if match else ""
         raise ConfigError(
-            f"loss {key!r} got unknown parameter(s) {', '.join(unknown)}{hint}; accepted: {', '.join(accepted)}"
+            f"loss {key!r} got unknown parameter(s) {', '.join(unknown)}{hint}; "
+            f"accepted: {', '.join(accepted)}"
         )
     try:
         return LOSSES[key](**params)
@@ -502,8 +503,9 @@ class DeepSupervisionLoss(nn.Module):
 
     Accepted outputs:
 
-    * a list/tuple of logits, final (full-resolution) output first, possibly at decreasing resolutions (targets
-      are resized to each output with nearest-neighbour interpolation, which keeps integer labels integer);
+    * a list/tuple of logits, final (full-resolution) output first, possibly at decreasing resolutions
+      (targets are resized to each output with nearest-neighbour interpolation, which keeps integer labels
+      integer);
     * a stacked tensor ``(B, N, C, *spatial)`` such as MONAI ``DynUNet`` returns in training mode;
     * a single logits tensor (plain ``loss``), so one wrapped loss serves training and validation.
 

@@ -67,7 +67,7 @@ TVERSKY_BG = 1 - 1.7 / (1.7 + 0.3 * (0.1 + 0.8) + 0.7 * (0.2 + 0.1))
             {"lambda_dice": 0.25, "lambda_ce": 2.0, "include_background": False},
             0.25 * DICE_FG + 2 * CE,
         ),
-        # focal: -(1 - p_t)^2 log p_t per voxel on the true class, averaged over voxels and both class channels
+        # focal: -(1 - p_t)^2 log p_t on the true class, averaged over voxels and both class channels
         (
             "focal",
             {},
@@ -146,7 +146,7 @@ def test_disjoint_prediction(name, expected):
 def test_empty_label_with_empty_prediction_is_perfect_and_with_a_false_positive_is_not():
     empty = torch.zeros(1, 1, 2, 2, dtype=torch.long)
     dice = build_loss("dice", include_background=False)
-    # MONAI's smoothing (1e-5) makes 0/0 a perfect score; the residual embolus mass 4 * sigmoid(-20) still counts
+    # MONAI's smoothing (1e-5) makes 0/0 a perfect score; the residual mass 4 * sigmoid(-20) still counts
     residual = 4 / (1 + math.exp(20.0))
     expected = 1 - 1e-5 / (residual + 1e-5)
     assert dice(_hard_logits(empty, 20.0), empty).item() == pytest.approx(expected, rel=1e-3)
@@ -177,7 +177,7 @@ def test_no_nan_on_empty_labels_or_predictions(name, activation, include_backgro
 
 
 def test_voxel_losses_keep_background_in_softmax_mode():
-    """Dropping the background channel from softmax focal/CE would leave them constant; it is kept (documented)."""
+    """Without background, softmax focal/CE would not push background down; it is kept (documented)."""
     logits, other = _logits(P_FG), _logits(torch.tensor([[0.5, 0.5], [0.5, 0.5]], dtype=torch.float64))
     for name in ("focal", "ce"):
         excluded = build_loss(name, include_background=False)

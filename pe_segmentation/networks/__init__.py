@@ -5,8 +5,8 @@ Build any of them by name::
     from pe_segmentation.networks import build_network
     net = build_network("r2unet", spatial_dims=3, base_channels=32, depth=4)
 
-All networks output raw logits ``(B, out_channels, *spatial)``; ``out_channels=2`` (background, embolus) with a
-softmax is the project default.
+All networks output raw logits ``(B, out_channels, *spatial)``; ``out_channels=2`` (background, embolus) with
+a softmax is the project default.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 from pe_segmentation.networks.blocks import (
     AttentionGate,
     ConvBlock,
+    InstanceNorm,
     NoGate,
     RecurrentConv,
     RecurrentResidualBlock,
@@ -36,6 +37,7 @@ __all__ = [
     "AttentionUNet",
     "ConvBlock",
     "EncoderDecoderUNet",
+    "InstanceNorm",
     "MonaiNetwork",
     "NestedUNet",
     "NoGate",

@@ -1,8 +1,9 @@
 """Building blocks shared by every pe-seg network.
 
 Each block is defined once here and composed by :mod:`pe_segmentation.networks.unet` (UNet, R2UNet, Attention
-UNet, R2-Attention UNet) and :mod:`pe_segmentation.networks.nested_unet` (UNet++). Convolutions, normalisation,
-pooling, dropout and up-sampling come from MONAI's factories and blocks so that 2D and 3D share one code path.
+UNet, R2-Attention UNet) and :mod:`pe_segmentation.networks.nested_unet` (UNet++). Convolutions,
+normalisation, pooling, dropout, activations and up-sampling come from MONAI's factories and blocks, so that
+2D and 3D share one code path.
 
 All modules are TorchScript-scriptable (``torch.jit.script``).
 """
@@ -14,14 +15,17 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from monai.networks.blocks import Convolution, UpSample
-from monai.networks.layers.factories import Conv, Dropout, Pool
+from monai.networks.blocks import UpSample
+from monai.networks.layers.factories import Conv, Dropout, Norm, Pool
+from monai.networks.layers.utils import get_act_layer, get_norm_layer
 
 __all__ = [
     "NORM_NAMES",
     "UPSAMPLE_MODES",
     "AttentionGate",
     "ConvBlock",
+    "ConvNormAct",
+    "InstanceNorm",
     "NoGate",
     "RecurrentConv",
     "RecurrentResidualBlock",
@@ -30,53 +34,79 @@ __all__ = [
     "crop_to",
     "make_downsample",
     "make_head",
+    "make_norm",
     "make_upsample",
     "pad_to_multiple",
-    "resolve_norm",
 ]
 
 NORM_NAMES = ("batch", "instance", "group", "none")
 """Normalisation names accepted by the pe-seg networks (a MONAI norm tuple is accepted too)."""
 
 UPSAMPLE_MODES = ("deconv", "nontrainable", "pixelshuffle")
-"""Up-sampling modes: transposed convolution, 1x1 conv + (bi/tri)linear interpolation, or sub-pixel convolution."""
+"""Up-sampling modes: transposed conv, 1x1 conv + (bi/tri)linear interpolation, or sub-pixel convolution."""
 
 NormSpec = str | tuple | None
 ActSpec = str | tuple
 
 
-def resolve_norm(norm: NormSpec, channels: int) -> str | tuple | None:
-    """Turn a pe-seg normalisation name into the MONAI norm spec for a layer with ``channels`` channels.
+class InstanceNorm(nn.GroupNorm):
+    """Affine instance normalisation (per-sample, per-channel statistics), fast in every memory format.
 
-    ``"group"`` needs a group count that divides the channel count; it uses ``gcd(8, channels)`` groups (8 for
-    the usual widths), which keeps tiny test networks valid.
+    Mathematically ``torch.nn.InstanceNorm{2,3}d(affine=True)``, with the same ``weight``/``bias`` parameters
+    and no buffers (state dicts are interchangeable), and stored as a ``GroupNorm`` with one channel per
+    group. The forward pass picks the faster of two identical PyTorch kernels, which matters for bfloat16 and
+    channels-last on CPU (measured in docs/networks.md):
 
-    ``"instance"`` (affine, as in nnU-Net) is built as ``GroupNorm`` with one channel per group. That is the same
-    function (per-sample, per-channel statistics, learned scale and shift; identical ``weight``/``bias``
-    parameters and no buffers, so state dicts are interchangeable), but PyTorch's ``InstanceNorm`` reshapes
-    through ``batch_norm``: on channels-last tensors it copies to and from NCDHW and returns NCDHW, which cost
-    3-4x in that layer and undid most of the bfloat16 + channels_last_3d speed-up on CPU (docs/networks.md).
+    * without autograd (inference) ``group_norm``: ``instance_norm`` reshapes through ``batch_norm``, copies a
+      channels-last input to NCDHW and returns NCDHW, 4-5x slower in that layer and a layout change for the
+      next convolution;
+    * with autograd (training) ``instance_norm``: the channels-last bfloat16 ``group_norm`` backward is about
+      9x slower than ``instance_norm``'s.
 
     Args:
-        norm: ``"batch"``, ``"instance"``, ``"group"``, ``"none"``/``None``, or a MONAI ``(name, kwargs)`` tuple,
-            passed through unchanged.
-        channels: number of channels the normalisation layer will see.
-
-    Returns:
-        A spec for :class:`monai.networks.blocks.Convolution`'s ``norm`` argument, or ``None`` for no norm.
+        num_channels: channels of the input.
+        eps: added to the variance.
     """
+
+    def __init__(self, num_channels: int, eps: float = 1e-5) -> None:
+        super().__init__(num_channels, num_channels, eps=eps, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.requires_grad:
+            return F.instance_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+
+def _check_norm(norm: NormSpec) -> None:
     if norm is None or isinstance(norm, tuple):
-        return norm
+        return
+    if str(norm).lower() not in NORM_NAMES:
+        raise ValueError(f"norm must be one of {', '.join(NORM_NAMES)} or a MONAI norm tuple, got {norm!r}.")
+
+
+def make_norm(norm: NormSpec, spatial_dims: int, channels: int) -> nn.Module | None:
+    """Normalisation layer for ``channels`` channels, or ``None`` for ``"none"``.
+
+    Args:
+        norm: ``"batch"``, ``"instance"`` (affine, as in nnU-Net; see :class:`InstanceNorm`), ``"group"``
+            (with ``gcd(8, channels)`` groups: 8 for the usual widths, fewer for tiny test networks),
+            ``"none"``/``None``, or a MONAI ``(name, kwargs)`` norm spec.
+        spatial_dims: 2 or 3.
+        channels: number of channels the layer will see.
+    """
+    _check_norm(norm)
+    if norm is None:
+        return None
+    if isinstance(norm, tuple):
+        return get_norm_layer(norm, spatial_dims, channels)
     name = str(norm).lower()
     if name == "none":
         return None
-    if name == "batch":
-        return "batch"
     if name == "instance":
-        return ("group", {"num_groups": channels})  # == affine InstanceNorm; see the docstring
+        return InstanceNorm(channels)
     if name == "group":
-        return ("group", {"num_groups": math.gcd(8, channels)})
-    raise ValueError(f"norm must be one of {', '.join(NORM_NAMES)} or a MONAI norm tuple, got {norm!r}.")
+        return nn.GroupNorm(math.gcd(8, channels), channels)
+    return Norm[Norm.BATCH, spatial_dims](channels)
 
 
 def check_common_args(
@@ -89,7 +119,7 @@ def check_common_args(
     dropout: float,
     upsample: str,
 ) -> None:
-    """Validate the arguments every pe-seg network shares; raise ``ValueError`` with a message naming the fix."""
+    """Validate the arguments every pe-seg network shares; raise ``ValueError`` naming the fix."""
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}.")
     for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
@@ -103,28 +133,39 @@ def check_common_args(
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}.")
     if upsample not in UPSAMPLE_MODES:
         raise ValueError(f"upsample must be one of {', '.join(UPSAMPLE_MODES)}, got {upsample!r}.")
-    resolve_norm(norm, base_channels)  # raises on an unknown name
+    _check_norm(norm)
 
 
 def _dropout(rate: float) -> nn.Module:
     return Dropout[Dropout.DROPOUT, 1](p=rate) if rate > 0 else nn.Identity()
 
 
-def _conv_norm_act(
-    spatial_dims: int, in_channels: int, out_channels: int, norm: NormSpec, act: ActSpec, kernel_size: int = 3
-) -> Convolution:
-    """Convolution -> norm -> activation; no conv bias when a norm follows (the norm's shift makes it redundant)."""
-    norm_spec = resolve_norm(norm, out_channels)
-    return Convolution(
-        spatial_dims,
-        in_channels,
-        out_channels,
-        kernel_size=kernel_size,
-        act=act,
-        norm=norm_spec,
-        bias=norm_spec is None,
-        adn_ordering="NA",
-    )
+class ConvNormAct(nn.Sequential):
+    """``kernel_size`` convolution (same padding) -> normalisation -> activation.
+
+    The convolution has no bias when a normalisation follows: the norm's shift would cancel it (and its
+    gradient would be zero).
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        norm: NormSpec,
+        act: ActSpec,
+        kernel_size: int = 3,
+    ) -> None:
+        super().__init__()
+        norm_layer = make_norm(norm, spatial_dims, out_channels)
+        self.add_module(
+            "conv",
+            Conv[Conv.CONV, spatial_dims](
+                in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=norm_layer is None
+            ),
+        )
+        self.add_module("norm", norm_layer if norm_layer is not None else nn.Identity())
+        self.add_module("act", get_act_layer(act))
 
 
 class ConvBlock(nn.Sequential):
@@ -134,7 +175,7 @@ class ConvBlock(nn.Sequential):
         spatial_dims: 2 or 3.
         in_channels: input channels.
         out_channels: output channels (of both convolutions).
-        norm: normalisation, see :func:`resolve_norm`.
+        norm: normalisation, see :func:`make_norm`.
         act: MONAI activation spec.
         dropout: dropout rate applied once at the end of the block.
     """
@@ -149,8 +190,8 @@ class ConvBlock(nn.Sequential):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.add_module("conv_0", _conv_norm_act(spatial_dims, in_channels, out_channels, norm, act))
-        self.add_module("conv_1", _conv_norm_act(spatial_dims, out_channels, out_channels, norm, act))
+        self.add_module("conv_0", ConvNormAct(spatial_dims, in_channels, out_channels, norm, act))
+        self.add_module("conv_1", ConvNormAct(spatial_dims, out_channels, out_channels, norm, act))
         self.add_module("dropout", _dropout(dropout))
 
 
@@ -158,14 +199,14 @@ class RecurrentConv(nn.Module):
     """Recurrent convolutional layer (RCL) of R2U-Net (Alom et al. 2018).
 
     One conv -> norm -> activation unit with shared weights is applied ``t + 1`` times, each time to the block
-    input plus the previous state: ``h_0 = f(x)``, ``h_k = f(x + h_{k-1})``. The recurrence widens the receptive
-    field without adding parameters.
+    input plus the previous state: ``h_0 = f(x)``, ``h_k = f(x + h_{k-1})``. The recurrence widens the
+    receptive field without adding parameters.
 
     Args:
         spatial_dims: 2 or 3.
         channels: input and output channels (the recurrence needs them equal).
         recurrence: number of recurrent steps ``t`` (>= 1; R2U-Net uses 2).
-        norm: normalisation, see :func:`resolve_norm`.
+        norm: normalisation, see :func:`make_norm`.
         act: MONAI activation spec.
     """
 
@@ -181,7 +222,7 @@ class RecurrentConv(nn.Module):
         if recurrence < 1:
             raise ValueError(f"recurrence (t) must be >= 1, got {recurrence!r}.")
         self.recurrence = recurrence
-        self.conv = _conv_norm_act(spatial_dims, channels, channels, norm, act)
+        self.conv = ConvNormAct(spatial_dims, channels, channels, norm, act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv(x)
@@ -201,7 +242,7 @@ class RecurrentResidualBlock(nn.Module):
         in_channels: input channels.
         out_channels: output channels.
         recurrence: recurrent steps ``t`` of each RCL.
-        norm: normalisation, see :func:`resolve_norm`.
+        norm: normalisation, see :func:`make_norm`.
         act: MONAI activation spec.
         dropout: dropout rate applied once at the end of the block.
     """
@@ -232,17 +273,18 @@ class RecurrentResidualBlock(nn.Module):
 class AttentionGate(nn.Module):
     """Additive attention gate of Attention U-Net (Oktay et al. 2018), applied to a skip connection.
 
-    The skip features ``x`` (fine grid) are scaled voxel-wise by coefficients ``alpha`` in (0, 1) computed from
-    ``x`` and the gating signal ``g`` taken from the next coarser decoder level (half the resolution), as in the
-    paper: ``alpha = sigmoid(psi(relu(W_x x + W_g g + b_g)) + b_psi)``, where ``W_x`` is a stride-2 2x2[x2]
-    convolution that brings ``x`` onto ``g``'s grid and ``alpha`` is resampled (bi/trilinear) back onto ``x``'s
-    grid. Computing the gate at the coarse resolution is what keeps it cheap.
+    The skip features ``x`` (fine grid) are scaled voxel-wise by coefficients ``alpha`` in (0, 1) computed
+    from ``x`` and the gating signal ``g`` taken from the next coarser decoder level (half the resolution), as
+    in the paper: ``alpha = sigmoid(psi(relu(W_x x + W_g g + b_g)) + b_psi)``, where ``W_x`` is a stride-2
+    2x2[x2] convolution that brings ``x`` onto ``g``'s grid and ``alpha`` is resampled (bi/trilinear) back
+    onto ``x``'s grid. Computing the gate at the coarse resolution is what keeps it cheap.
 
     Args:
         spatial_dims: 2 or 3.
         x_channels: channels of the skip features.
         g_channels: channels of the gating signal.
-        inter_channels: channels of the intermediate (additive) space; defaults to ``max(1, x_channels // 2)``.
+        inter_channels: channels of the intermediate (additive) space; defaults to
+            ``max(1, x_channels // 2)``.
     """
 
     def __init__(
@@ -279,7 +321,7 @@ def make_downsample(spatial_dims: int) -> nn.Module:
 
 
 def make_upsample(spatial_dims: int, in_channels: int, out_channels: int, mode: str) -> nn.Module:
-    """2x up-sampling from ``in_channels`` to ``out_channels`` (MONAI :class:`~monai.networks.blocks.UpSample`).
+    """2x up-sampling from ``in_channels`` to ``out_channels`` with MONAI's ``UpSample``.
 
     Args:
         mode: ``"deconv"`` (2x2[x2] transposed conv), ``"nontrainable"`` (1x1 conv, then bi/trilinear
@@ -320,7 +362,8 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 def crop_to(y: torch.Tensor, size: list[int]) -> torch.Tensor:
     """Crop the trailing ``len(size)`` dims of ``y`` to ``size`` (undoes :func:`pad_to_multiple`).
 
-    Works on stacked deep-supervision outputs ``(B, N, C, *spatial)`` too, because it only looks at trailing dims.
+    Works on stacked deep-supervision outputs ``(B, N, C, *spatial)`` too, because it only looks at trailing
+    dims.
     """
     offset = y.dim() - len(size)
     for d, s in enumerate(size):

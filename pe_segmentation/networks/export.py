@@ -2,8 +2,8 @@
 
 pe-seg's own networks and most wrapped MONAI networks compile with ``torch.jit.script``, which keeps every
 input size working (padding included). Networks that do not compile (MONAI's SwinUNETR, DynUNet with deep
-supervision) are traced with ``torch.jit.trace`` on an example input in eval mode; a traced module is only valid
-for inputs of the example's size, which is what sliding-window inference feeds it.
+supervision) are traced with ``torch.jit.trace`` on an example input in eval mode; a traced module is only
+valid for inputs of the example's size, which is what sliding-window inference feeds it.
 """
 
 from __future__ import annotations
@@ -71,9 +71,10 @@ def export_torchscript(
     example_input: torch.Tensor | None = None,
     method: str = "auto",
 ) -> str:
-    """Compile ``net`` with :func:`to_torchscript` and save it atomically to ``path``; return the method used."""
+    """Compile ``net`` with :func:`to_torchscript`, save it atomically to ``path``; return the method used."""
     compiled, used = to_torchscript(net, example_input, method)
-    with atomic_output(path) as tmp:
+    with atomic_output(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript's deprecation notice
         torch.jit.save(compiled, str(tmp))
     return used
 

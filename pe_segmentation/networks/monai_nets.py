@@ -14,21 +14,19 @@ The MONAI module itself is ``wrapper.net`` (load MONAI/pretrained weights into i
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 import torch.nn as nn
 from monai.networks.nets import AttentionUnet, BasicUNetPlusPlus, DynUNet, SegResNet, SwinUNETR
 from monai.networks.nets import UNet as MonaiUNet
-from monai.networks.nets import swin_unetr as _swin_unetr_module
-from monai.utils import optional_import
 
 from pe_segmentation.networks.blocks import (
     NormSpec,
     check_common_args,
     crop_to,
     pad_to_multiple,
-    resolve_norm,
 )
 
 __all__ = [
@@ -39,7 +37,6 @@ __all__ = [
     "build_monai_swinunetr",
     "build_monai_unet",
     "build_monai_unetpp",
-    "permute_rearrange",
 ]
 
 
@@ -50,8 +47,8 @@ class MonaiNetwork(nn.Module):
         net: the MONAI module.
         multiple: spatial sizes are zero-padded up to a multiple of this (1 = no padding).
         list_output: the module returns a list whose first element is the final output (BasicUNetPlusPlus).
-        deep_supervision: the module was built with deep supervision; in training mode its full output (a list,
-            or DynUNet's stacked ``(B, heads, C, *spatial)`` tensor) is returned.
+        deep_supervision: the module was built with deep supervision; in training mode its full output (a
+            list, or DynUNet's stacked ``(B, heads, C, *spatial)`` tensor) is returned.
     """
 
     def __init__(
@@ -74,13 +71,24 @@ class MonaiNetwork(nn.Module):
 
 
 def _monai_norm(norm: NormSpec, channels: int) -> str | tuple:
-    """MONAI norm spec; one spec serves every layer, so "instance" stays torch's InstanceNorm here."""
-    if isinstance(norm, str) and norm.lower() == "instance":
+    """Translate a pe-seg norm name into the MONAI spec that one MONAI network uses for all its layers.
+
+    ``"group"`` gets ``gcd(8, channels)`` groups, which divides every deeper (doubled) width too; a MONAI
+    tuple passes through. MONAI builds "instance" with torch's own ``InstanceNorm`` (see docs/networks.md for
+    what that costs with channels-last bfloat16).
+    """
+    if isinstance(norm, tuple):
+        return norm
+    name = str(norm).lower() if norm is not None else "none"
+    if name == "instance":
         return ("instance", {"affine": True})
-    spec = resolve_norm(norm, channels)
-    if spec is None:
-        raise ValueError("MONAI networks need a normalisation: norm must be 'batch', 'instance' or 'group'.")
-    return spec
+    if name == "batch":
+        return "batch"
+    if name == "group":
+        return ("group", {"num_groups": math.gcd(8, channels)})
+    raise ValueError(
+        f"MONAI networks need a normalisation: norm must be batch, instance or group, got {norm!r}."
+    )
 
 
 def _channels(base_channels: int, depth: int, cap: int | None = None) -> list[int]:
@@ -124,7 +132,7 @@ def build_monai_attention_unet(
     dropout: float = 0.0,
     **native: Any,
 ) -> MonaiNetwork:
-    """MONAI ``AttentionUnet`` (batch norm is built in, so no ``norm``): channels ``base * 2**i``, strides 2."""
+    """MONAI ``AttentionUnet`` (batch norm built in, so no ``norm``): channels ``base * 2**i``, strides 2."""
     check_common_args(
         spatial_dims, in_channels, out_channels, base_channels, depth, "batch", dropout, "deconv"
     )
@@ -151,7 +159,7 @@ def build_monai_unetpp(
     deep_supervision: bool = False,
     **native: Any,
 ) -> MonaiNetwork:
-    """MONAI ``BasicUNetPlusPlus`` (fixed depth 4): features ``(b, b, 2b, 4b, 8b, b)`` for ``base_channels=b``."""
+    """MONAI ``BasicUNetPlusPlus`` (depth 4): features ``(b, b, 2b, 4b, 8b, b)`` for ``base_channels=b``."""
     check_common_args(spatial_dims, in_channels, out_channels, base_channels, 4, norm, dropout, upsample)
     b = base_channels
     net = BasicUNetPlusPlus(
@@ -185,7 +193,7 @@ def build_monai_segresnet(
     upsample: str = "nontrainable",
     **native: Any,
 ) -> MonaiNetwork:
-    """MONAI ``SegResNet``: ``init_filters=base_channels``, ``blocks_down=(1, 2, 2, 4, 4, ...)[:depth + 1]``."""
+    """MONAI ``SegResNet``: ``init_filters=base_channels``, ``blocks_down=(1, 2, 2, 4, ...)[:depth + 1]``."""
     check_common_args(spatial_dims, in_channels, out_channels, base_channels, depth, norm, dropout, upsample)
     blocks_down = tuple([1, 2, 2] + [4] * max(0, depth - 2))[: depth + 1]
     net = SegResNet(
@@ -242,37 +250,6 @@ def build_monai_dynunet(
     return MonaiNetwork(net, multiple=2**depth, deep_supervision=deep_supervision)
 
 
-def permute_rearrange(x: torch.Tensor, pattern: str) -> torch.Tensor:
-    """The subset of ``einops.rearrange`` that MONAI's SwinUNETR uses: a pure axis permutation.
-
-    ``pattern`` is ``"a b c -> c a b"`` with one name per axis (no grouping, no ellipsis).
-    """
-    left, arrow, right = pattern.partition("->")
-    src, dst = left.split(), right.split()
-    if (
-        not arrow
-        or sorted(src) != sorted(dst)
-        or len(src) != x.dim()
-        or any("(" in t or "." in t for t in src)
-    ):
-        raise NotImplementedError(
-            f"only plain axis permutations are supported without einops, got {pattern!r}"
-        )
-    return x.permute([src.index(name) for name in dst])
-
-
-def _ensure_swin_rearrange() -> None:
-    """Let SwinUNETR run without the optional ``einops`` package.
-
-    MONAI imports ``einops.rearrange`` lazily and fails at the first forward pass when it is missing; SwinUNETR
-    only uses it to move the channel axis, so :func:`permute_rearrange` stands in. Nothing changes when einops
-    is installed.
-    """
-    _, has_einops = optional_import("einops")
-    if not has_einops:
-        _swin_unetr_module.rearrange = permute_rearrange
-
-
 def build_monai_swinunetr(
     spatial_dims: int = 3,
     in_channels: int = 1,
@@ -282,7 +259,7 @@ def build_monai_swinunetr(
     dropout: float = 0.0,
     **native: Any,
 ) -> MonaiNetwork:
-    """MONAI ``SwinUNETR`` (MONAI 1.6 takes no ``img_size``): ``feature_size=base_channels`` (a multiple of 12).
+    """MONAI ``SwinUNETR`` (no ``img_size`` in MONAI 1.6): ``feature_size=base_channels``, a multiple of 12.
 
     The Swin encoder halves the resolution five times (patch embedding + four stages), so inputs are padded to
     a multiple of 32.
@@ -292,7 +269,6 @@ def build_monai_swinunetr(
         raise ValueError(
             f"SwinUNETR needs base_channels (feature_size) divisible by 12, got {base_channels}."
         )
-    _ensure_swin_rearrange()
     net = SwinUNETR(
         spatial_dims=spatial_dims,
         in_channels=in_channels,

@@ -1,13 +1,13 @@
 """Nested UNet (UNet++, Zhou et al. 2018) with optional deep supervision and pruned inference.
 
-Node ``X[i][j]`` sits at level ``i`` (resolution ``1 / 2**i``) and column ``j``. Column 0 is the encoder; every
-other node sees all earlier nodes of its level (dense skips) plus the up-sampled node below-left of it::
+Node ``X[i][j]`` sits at level ``i`` (resolution ``1 / 2**i``) and column ``j``. Column 0 is the encoder;
+every other node sees all earlier nodes of its level (dense skips) plus the up-sampled node below-left of it::
 
     X[i][j] = block(cat(X[i][0], ..., X[i][j-1], up(X[i+1][j-1])))
 
-The top row ``X[0][1..depth]`` ends in 1x1 heads. With deep supervision every head is trained, and at inference
-the network can be *pruned* to a shallower column ``L`` (``inference_level``): only nodes with ``i + j <= L`` are
-computed, which trades accuracy for speed.
+The top row ``X[0][1..depth]`` ends in 1x1 heads. With deep supervision every head is trained, and at
+inference the network can be *pruned* to a shallower column ``L`` (``inference_level``): only nodes with
+``i + j <= L`` are computed, which trades accuracy for speed.
 """
 
 from __future__ import annotations
@@ -48,9 +48,9 @@ class NestedNode(nn.Module):
 class NestedUNet(nn.Module):
     """UNet++: dense nested skip pathways between a UNet encoder and decoder; returns raw logits.
 
-    Output: in training mode with ``deep_supervision=True`` a list of ``depth`` logit tensors, all at the input
-    resolution, ordered from the deepest column (the final output) to the shallowest; otherwise one tensor
-    ``(B, out_channels, *spatial)`` from column ``inference_level``.
+    Output: in training mode with ``deep_supervision=True`` a list of ``depth`` logit tensors, all at the
+    input resolution, ordered from the deepest column (the final output) to the shallowest; otherwise one
+    tensor ``(B, out_channels, *spatial)`` from column ``inference_level``.
 
     Args:
         spatial_dims: 2 or 3.
@@ -64,8 +64,8 @@ class NestedUNet(nn.Module):
         act: MONAI activation spec.
         deep_supervision: give every top-row node a head and return all of them in training mode.
         inference_level: column (1..depth) whose head is used outside deep-supervised training; columns below
-            ``depth`` need ``deep_supervision=True`` (only then are their heads trained). Defaults to ``depth``.
-            Can be changed later with :meth:`set_inference_level`.
+            ``depth`` need ``deep_supervision=True`` (only then are their heads trained). Defaults to
+            ``depth``. Can be changed later with :meth:`set_inference_level`.
         pad_input: pad inputs to a multiple of ``2**depth`` and crop back; otherwise such inputs raise.
     """
 

@@ -1,9 +1,9 @@
 """Network registry: one name -> one builder, for pe-seg's own networks and MONAI's.
 
 Every network takes the same core parameters (``spatial_dims``, ``in_channels``, ``out_channels``,
-``base_channels``, ``depth`` where the architecture has a variable depth, ``norm``, ``dropout``) and returns raw
-logits ``(B, out_channels, *spatial)``. MONAI networks additionally accept their own constructor arguments that
-the translation does not set (e.g. ``num_res_units`` or ``act`` for ``monai_unet``).
+``base_channels``, ``depth`` where the architecture has a variable depth, ``norm``, ``dropout``) and returns
+raw logits ``(B, out_channels, *spatial)``. MONAI networks additionally accept their own constructor arguments
+that the translation does not set (e.g. ``num_res_units`` or ``act`` for ``monai_unet``).
 
 Mistakes raise :class:`~pe_segmentation.errors.ConfigError` with a one-line message that lists what exists::
 
@@ -190,8 +190,8 @@ def build_network(name: str, **params: Any) -> nn.Module:
             network's defaults (3D, 1 input channel, 2 output classes).
 
     Returns:
-        The network, returning raw logits ``(B, out_channels, *spatial)`` (a list of them in training mode when
-        deep supervision is on).
+        The network, returning raw logits ``(B, out_channels, *spatial)`` (a list of them in training mode
+        when deep supervision is on).
 
     Raises:
         ConfigError: unknown name, unknown parameter name, or a value the network rejects.
@@ -203,7 +203,8 @@ def build_network(name: str, **params: Any) -> nn.Module:
     if unknown:
         hint = _suggest(unknown[0], accepted)
         raise ConfigError(
-            f"network {key!r} got unknown parameter(s) {', '.join(unknown)}{hint}; accepted: {', '.join(accepted)}"
+            f"network {key!r} got unknown parameter(s) {', '.join(unknown)}{hint}; "
+            f"accepted: {', '.join(accepted)}"
         )
     try:
         return spec.builder(**params)

@@ -1,7 +1,7 @@
 """The UNet family: UNet, R2UNet, Attention UNet and R2-Attention UNet on one encoder/decoder skeleton.
 
-The four networks differ only in two choices, so they are one class, :class:`EncoderDecoderUNet`, and four thin
-subclasses that fix those choices:
+The four networks differ only in two choices, so they are one class, :class:`EncoderDecoderUNet`, and four
+thin subclasses that fix those choices:
 
 ==========================  =====================================  ===========================
 network                     block at every level                   skip connection
@@ -13,8 +13,9 @@ network                     block at every level                   skip connecti
 ==========================  =====================================  ===========================
 
 Widths double per level from ``base_channels``: the default ``base_channels=32, depth=4`` gives five levels of
-32, 64, 128, 256 and 512 channels. That is the seed repository's topology (five levels, four 2x poolings) at half
-its width (64..1024), about a quarter of its parameters and FLOPs, which suits 3D CTPA patches on one GPU or a CPU.
+32, 64, 128, 256 and 512 channels. That is the seed repository's topology (five levels, four 2x poolings) at
+half its width (64..1024), about a quarter of its parameters and FLOPs, which suits 3D CTPA patches on one GPU
+or a CPU.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class EncoderStage(nn.Module):
 
 
 class DecoderStage(nn.Module):
-    """Up-sample the coarser features, gate the skip with them, concatenate ``[skip, up]`` and apply a block."""
+    """Up-sample the coarser features, gate the skip with them, concatenate ``[skip, up]``, apply a block."""
 
     def __init__(self, up: nn.Module, gate: nn.Module, block: nn.Module) -> None:
         super().__init__()
@@ -87,7 +88,7 @@ class DecoderStage(nn.Module):
 
 
 class EncoderDecoderUNet(nn.Module):
-    """UNet skeleton parametrised by block type and skip gating; returns raw logits ``(B, out_channels, *spatial)``.
+    """UNet skeleton parametrised by block type and skip gating; returns logits ``(B, C, *spatial)``.
 
     Prefer the named subclasses (:class:`UNet`, :class:`R2UNet`, :class:`AttentionUNet`,
     :class:`R2AttentionUNet`); this class exists so that the four share one implementation.
@@ -106,8 +107,8 @@ class EncoderDecoderUNet(nn.Module):
         block: ``"conv"`` (double convolution) or ``"recurrent"`` (recurrent residual unit).
         attention: gate every skip connection with an additive attention gate.
         recurrence: recurrent steps ``t`` of the recurrent block (ignored for ``block="conv"``).
-        pad_input: zero-pad inputs whose spatial size is not a multiple of ``2**depth`` and crop the output back;
-            with ``False`` such inputs raise ``ValueError`` naming sizes that work.
+        pad_input: zero-pad inputs whose spatial size is not a multiple of ``2**depth`` and crop the output
+            back; with ``False`` such inputs raise ``ValueError`` naming sizes that work.
     """
 
     def __init__(

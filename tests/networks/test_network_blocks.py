@@ -11,16 +11,17 @@ import torch.nn.functional as F
 from pe_segmentation.networks import AttentionGate, AttentionUNet, R2UNet, RecurrentConv, UNet
 from pe_segmentation.networks.blocks import (
     ConvBlock,
+    InstanceNorm,
     RecurrentResidualBlock,
     check_divisible,
     crop_to,
+    make_norm,
     pad_to_multiple,
-    resolve_norm,
 )
 
 
 def _hand_set_gate() -> AttentionGate:
-    """A 2D gate whose coefficients are ``sigmoid(relu(g) - 2)`` on g's grid: W_x = 0, W_g = 1, psi = 1, b = -2."""
+    """A 2D gate with coefficients ``sigmoid(relu(g) - 2)`` on g's grid: W_x = 0, W_g = 1, psi = 1, b = -2."""
     gate = AttentionGate(spatial_dims=2, x_channels=1, g_channels=1, inter_channels=1)
     with torch.no_grad():
         gate.theta_x.weight.zero_()
@@ -150,57 +151,55 @@ def test_unpadded_network_names_the_sizes_that_work():
 
 
 @pytest.mark.parametrize(
-    ("norm", "channels", "expected"),
+    ("norm", "channels", "kind", "groups"),
     [
-        ("batch", 16, "batch"),
-        ("instance", 16, ("group", {"num_groups": 16})),  # one channel per group: instance norm
-        ("group", 32, ("group", {"num_groups": 8})),
-        ("group", 12, ("group", {"num_groups": 4})),
-        ("none", 8, None),
-        (("group", {"num_groups": 2}), 8, ("group", {"num_groups": 2})),
+        ("batch", 16, torch.nn.BatchNorm3d, None),
+        ("instance", 16, InstanceNorm, 16),  # one channel per group
+        ("group", 32, torch.nn.GroupNorm, 8),
+        ("group", 12, torch.nn.GroupNorm, 4),  # gcd(8, 12): tiny widths stay valid
+        (("group", {"num_groups": 2}), 8, torch.nn.GroupNorm, 2),  # a MONAI spec passes through
     ],
 )
-def test_resolve_norm(norm, channels, expected):
-    assert resolve_norm(norm, channels) == expected
+def test_make_norm(norm, channels, kind, groups):
+    layer = make_norm(norm, 3, channels)
+    assert type(layer) is kind
+    if groups is not None:
+        assert layer.num_groups == groups
+    assert make_norm("none", 3, channels) is None
 
 
 @pytest.mark.parametrize(
-    ("norm", "kind", "groups_per_channel"),
-    [
-        ("batch", torch.nn.BatchNorm3d, None),
-        ("instance", torch.nn.GroupNorm, 1),
-        ("group", torch.nn.GroupNorm, 0),
-    ],
+    ("norm", "kind"),
+    [("batch", torch.nn.BatchNorm3d), ("instance", InstanceNorm), ("group", torch.nn.GroupNorm)],
 )
-def test_norm_choice_reaches_the_layers(norm, kind, groups_per_channel):
+def test_norm_choice_reaches_the_layers(norm, kind):
     net = UNet(spatial_dims=3, base_channels=8, depth=1, norm=norm)
     norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm3d | torch.nn.GroupNorm)]
     assert len(norms) == 6  # two per block; two encoder blocks and one decoder block
     assert all(type(m) is kind for m in norms)
-    if groups_per_channel == 1:  # instance norm: one group per channel
-        assert all(m.num_groups == m.num_channels for m in norms)
-    elif groups_per_channel == 0:  # group norm: 8 groups for widths 8 and 16
-        assert all(m.num_groups == 8 for m in norms)
+    # the convolution before a norm has no bias (the norm's shift makes it redundant)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv3d) and m.kernel_size == (3, 3, 3)]
+    assert all(c.bias is None for c in convs)
 
 
-def test_instance_norm_as_group_norm_equals_torch_instance_norm():
-    from pe_segmentation.networks.blocks import _conv_norm_act
-
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_instance_norm_equals_torch_instance_norm_on_both_paths(requires_grad):
     torch.manual_seed(0)
-    block = _conv_norm_act(3, 2, 6, norm="instance", act="relu")
+    norm = InstanceNorm(6)
     reference = torch.nn.InstanceNorm3d(6, affine=True)
-    norm = block.adn.N
     with torch.no_grad():
         norm.weight.normal_()
         norm.bias.normal_()
-        reference.load_state_dict(norm.state_dict())  # the same parameters, no extra buffers
-        x = torch.randn(2, 6, 5, 6, 7) * 3 + 1
-        torch.testing.assert_close(norm(x), reference(x), rtol=1e-5, atol=1e-5)
-        # and it keeps the channels-last layout that torch's InstanceNorm gives up
-        x_cl = x.contiguous(memory_format=torch.channels_last_3d)
-        assert norm(x_cl).is_contiguous(memory_format=torch.channels_last_3d)
+    reference.load_state_dict(norm.state_dict())  # the same parameters, no extra buffers
+    x = (torch.randn(2, 6, 5, 6, 7) * 3 + 1).requires_grad_(requires_grad)  # grad: instance_norm path
+    torch.testing.assert_close(norm(x), reference(x), rtol=1e-5, atol=1e-5)
+    x_cl = x.detach().contiguous(memory_format=torch.channels_last_3d)
+    with torch.no_grad():
+        out = norm(x_cl)  # inference path keeps the channels-last layout that torch's InstanceNorm gives up
+    assert out.is_contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(out, reference(x_cl), rtol=1e-5, atol=1e-5)
 
 
-def test_resolve_norm_rejects_unknown():
+def test_unknown_norm_is_rejected():
     with pytest.raises(ValueError, match="batch, instance, group, none"):
-        resolve_norm("layer", 8)
+        make_norm("layer", 3, 8)

@@ -1,4 +1,4 @@
-"""Every registered network, 2D and 3D: output shapes (odd sizes too), gradients, determinism, TorchScript export."""
+"""Every registered network, 2D and 3D: shapes (odd sizes too), gradients, determinism, TorchScript export."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ NAMES = available_networks()
 DIMS = [2, 3]
 # MONAI's SwinUNETR does not compile with torch.jit.script (keyword-only args, einops); it is traced instead
 TRACED = {"monai_swinunetr"}
-# odd sizes, a multiple of no network's 2**depth; the first axis pads to 64 so that SwinUNETR's 1/32 bottleneck
-# keeps more than one voxel (instance norm refuses a single voxel in training mode)
+# odd sizes, a multiple of no network's 2**depth; the first axis pads to 64 so that SwinUNETR's 1/32
+# bottleneck keeps more than one voxel (instance norm refuses a single voxel in training mode)
 ODD = {2: (33, 19), 3: (33, 17, 19)}
 
 
