@@ -17,16 +17,26 @@ from typing import Any, ClassVar, TypeVar
 
 from pe_segmentation.errors import ConfigError
 
-_S = TypeVar("_S", bound="_Settings")
+_SectionT = TypeVar("_SectionT", bound="SettingsSection")
 
 
-class _Settings:
+def _yaml_float(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-4`` (no dot) as a string; accept such numeric strings as numbers."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+class SettingsSection:
     """Shared ``from_dict`` / ``to_dict`` and value checks of the settings dataclasses."""
 
     section: ClassVar[str] = "settings"
 
     @classmethod
-    def from_dict(cls: type[_S], data: Mapping[str, Any] | None) -> _S:
+    def from_dict(cls: type[_SectionT], data: Mapping[str, Any] | None) -> _SectionT:
         """Build the settings from a mapping; missing keys take their defaults, unknown keys are refused.
 
         Raises:
@@ -75,6 +85,7 @@ class _Settings:
         strict_low: bool = False,
     ) -> float:
         value = getattr(self, name) if value is None else value
+        value = _yaml_float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise self._fail(name, f"expected a finite number, got {value!r}")
         if low is not None and (value <= low if strict_low else value < low):
@@ -102,7 +113,7 @@ class _Settings:
 
 
 @dataclass(frozen=True)
-class PreprocessingSettings(_Settings):
+class PreprocessingSettings(SettingsSection):
     """The deterministic preprocessing shared by training, validation, inference and the bundle.
 
     Attributes:
@@ -156,7 +167,7 @@ class PreprocessingSettings(_Settings):
 
 
 @dataclass(frozen=True)
-class PatchSettings(_Settings):
+class PatchSettings(SettingsSection):
     """How training patches are sampled.
 
     Attributes:
@@ -199,7 +210,7 @@ class PatchSettings(_Settings):
 
 
 @dataclass(frozen=True)
-class AugmentationSettings(_Settings):
+class AugmentationSettings(SettingsSection):
     """Random augmentation of training patches (spatial on image and label together, intensity on the image).
 
     Attributes:
