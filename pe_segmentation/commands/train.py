@@ -1,0 +1,114 @@
+"""``pe-seg train``: train a network from a YAML recipe, with the original project's flags as overrides."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pe_segmentation.config import Config, load_config
+from pe_segmentation.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# The original project's flags and the config key each one sets.
+LEGACY_FLAGS = {
+    "model": "model.name",
+    "loss": "loss.name",
+    "epochs": "training.epochs",
+    "batch_size": "training.batch_size",
+    "lr": "optimizer.lr",
+    "seed": "training.seed",
+    "run_dir": "output.run_dir",
+}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a segmentation network from a YAML recipe",
+        description="Train a network. Any config key can be overridden with --set SECTION.KEY=VALUE; the flags "
+        "below are shortcuts for common keys (and the original project's flags).",
+    )
+    parser.add_argument(
+        "--config", "-c", type=Path, help="YAML recipe (configs/*.yaml); defaults when omitted"
+    )
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set optimizer.lr=3e-4 (repeatable)")  # fmt: skip
+    parser.add_argument("--resume", type=Path, help="continue a run: its folder or one of its checkpoints")
+    parser.add_argument("--checkpoint", type=Path, help="start from these weights only (fine-tuning)")
+    parser.add_argument("--model", help="network name (model.name)")
+    parser.add_argument("--loss", help="loss name (loss.name)")
+    parser.add_argument(
+        "--dataset", help="datalist JSON, synthetic folder or images/labels folder (data.path)"
+    )
+    parser.add_argument("--epochs", "--epoch", type=int, help="training.epochs")
+    parser.add_argument(
+        "--batch-size", "--batch_size", dest="batch_size", type=int, help="training.batch_size"
+    )
+    parser.add_argument("--lr", type=float, help="optimizer.lr")
+    parser.add_argument("--seed", type=int, help="training.seed")
+    parser.add_argument("--gpu", help="GPU index (training.device=cuda:N); 'cpu' or -1 for the CPU")
+    parser.add_argument("--parallel", action="store_true", help="one DDP process per visible GPU")
+    parser.add_argument("--run-dir", "--output", dest="run_dir", help="output.run_dir")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="plain log lines instead of a progress bar"
+    )
+    parser.set_defaults(handler=run)
+
+
+def dataset_overrides(path: str) -> list[str]:
+    """``--dataset PATH``: the path, and its layout guessed from what it is (``data.dataset`` can still be set)."""
+    candidate = Path(path)
+    if candidate.suffix.lower() == ".json":
+        kind = "datalist"
+    elif (candidate / "datalist.json").is_file():
+        kind = "synthetic"
+    else:
+        kind = "folder"
+    return [f"data.path={path}", f"data.dataset={kind}"]
+
+
+def flag_overrides(args: argparse.Namespace) -> list[str]:
+    """The ``--set`` overrides that the shortcut flags stand for (applied before explicit ``--set``)."""
+    overrides = [
+        f"{key}={getattr(args, flag)}"
+        for flag, key in LEGACY_FLAGS.items()
+        if getattr(args, flag) is not None
+    ]
+    if args.dataset is not None:
+        overrides += dataset_overrides(args.dataset)
+    if args.gpu is not None:
+        gpu = str(args.gpu).strip().lower()
+        if gpu in ("cpu", "-1"):
+            overrides.append("training.device=cpu")
+        elif gpu.isdigit():
+            overrides.append(f"training.device=cuda:{gpu}")
+        else:
+            raise ConfigError(f"--gpu {args.gpu!r}: expected a GPU index such as 0, or cpu")
+    if args.parallel:
+        overrides.append("training.distributed=true")
+    return overrides
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The run's config: the recipe, then the shortcut flags, then ``--set`` overrides (last wins)."""
+    return load_config(args.config, [*flag_overrides(args), *args.overrides])
+
+
+def run(args: argparse.Namespace) -> int:
+    from pe_segmentation.engine import run_training
+
+    config = config_from_args(args)
+    result = run_training(
+        config,
+        resume=args.resume,
+        init_weights=args.checkpoint,
+        progress=not args.no_progress and not args.quiet and sys.stderr.isatty(),
+    )
+    if result is not None:  # None on non-zero ranks of a distributed run
+        log.info("run folder: %s", result.run_dir)
+        if result.best_dice is not None:
+            log.info("best validation Dice %.4f at epoch %d", result.best_dice, result.best_epoch)
+    return 0
