@@ -1,0 +1,170 @@
+"""A short Markdown report of an evaluation that links its CSV, JSON and PNG files (relative links)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pe_segmentation.evaluation.plots import METRIC_TITLES
+from pe_segmentation.io.atomic import atomic_write_text
+
+__all__ = ["render_report", "write_report"]
+
+_PERCENT = {"sensitivity", "specificity", "precision", "accuracy"}
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _percent(value: Any) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _interval(low: Any, high: Any, percent: bool = False, digits: int = 3) -> str:
+    if low is None or high is None:
+        return "n/a"
+    if percent:
+        return f"{_percent(low)} to {_percent(high)}"
+    return f"{_number(low, digits)} to {_number(high, digits)}"
+
+
+def _voxel_table(voxel: Mapping[str, Any]) -> list[str]:
+    lines = [
+        "| metric | cases | mean ± SD | median | 95% CI of the mean | undefined |",
+        "| --- | ---: | --- | ---: | --- | ---: |",
+    ]
+    for name, stats in voxel.items():
+        if not isinstance(stats, Mapping):
+            continue
+        digits = 2 if name.endswith("_mm") else 3
+        std = "" if stats["std"] is None else f" ± {_number(stats['std'], digits)}"
+        lines.append(
+            f"| {METRIC_TITLES.get(name, name)} | {stats['n']} | {_number(stats['mean'], digits)}{std} | "
+            f"{_number(stats['median'], digits)} | {_interval(stats['ci95_low'], stats['ci95_high'], digits=digits)} "
+            f"| {stats['n_undefined']} |"
+        )
+    return lines
+
+
+def render_report(summary: Mapping[str, Any], problems: Sequence[str] = ()) -> str:
+    """The report's Markdown from a JSON-ready summary (see ``summary.json``)."""
+    cases, settings, files = summary["cases"], summary["settings"], summary.get("files", {})
+    lines = [
+        "# PE segmentation evaluation",
+        "",
+        f"{cases['evaluated']} scans evaluated: {cases['with_emboli']} with emboli, {cases['without_emboli']} "
+        f"without. pe-seg {summary.get('pe_seg_version', '')}.",
+    ]
+    if problems:
+        lines += ["", "**Unpaired files** (not evaluated):", *[f"- {p}" for p in problems]]
+    lines += [
+        "",
+        f"## Voxel metrics ({cases['with_emboli']} scans with emboli)",
+        "",
+        "Embolus class only (background is not averaged in). Distances in mm; normalised surface Dice at "
+        f"{settings['nsd_tolerance_mm']:g} mm. Confidence intervals: percentile bootstrap over scans "
+        f"({settings['bootstrap_resamples']} resamples, seed {settings['seed']}).",
+        "",
+        *_voxel_table(summary["voxel"]),
+    ]
+    if "boxplots" in files:
+        lines += ["", f"![per-case metrics]({files['boxplots']})"]
+    negative = summary["cases_without_emboli"]
+    if negative["cases"]:
+        volume = negative["false_positive_volume_ml"]
+        lines += [
+            "",
+            "## Scans without emboli",
+            "",
+            f"{negative['with_predicted_voxels']} of {negative['cases']} got predicted embolus voxels "
+            f"(mean {_number(volume['mean'])} mL, max {_number(volume['max'])} mL).",
+        ]
+    detection = summary["detection"]
+    lines += [
+        "",
+        "## Per-embolus detection",
+        "",
+        f"Emboli are 26-connected components of the label; one is detected by {detection['hit_rule']}. "
+        "A predicted component that detects no embolus is a false positive.",
+        "",
+        "| emboli | detected | sensitivity (95% CI) | false positives | FP per scan (95% CI) |",
+        "| ---: | ---: | --- | ---: | --- |",
+        f"| {detection['emboli']} | {detection['detected']} | {_percent(detection['sensitivity'])} "
+        f"({_interval(*detection['sensitivity_ci95'], percent=True)}) | {detection['false_positives']} | "
+        f"{_number(detection['fp_per_scan'], 2)} ({_interval(*detection['fp_per_scan_ci95'], digits=2)}) |",
+        "",
+        "| size class | emboli | detected | sensitivity |",
+        "| --- | ---: | ---: | ---: |",
+        *[
+            f"| {size} ({info['definition']}) | {info['emboli']} | {info['detected']} | {_percent(info['sensitivity'])} |"
+            for size, info in detection["by_size"].items()
+        ],
+    ]
+    froc = summary.get("froc")
+    if froc:
+        rates = froc["fp_rates"]
+        lines += [
+            "",
+            "## FROC",
+            "",
+            f"Candidates: 26-connected components of probability >= {froc['min_probability']:g}, scored by their "
+            f"maximum probability. Sensitivity at each rate: {froc['interpolation']} reading of the curve "
+            f"({'best operating point with at most that many FP per scan' if froc['interpolation'] == 'step' else 'linear between operating points'}).",
+            "",
+            "| FP per scan | " + " | ".join(f"{r:g}" for r in rates) + " | mean |",
+            "| --- |" + " ---: |" * (len(rates) + 1),
+            "| sensitivity | "
+            + " | ".join(_percent(s) for s in froc["sensitivity"])
+            + f" | {_percent(froc['mean_sensitivity'])} |",
+            "| 95% CI | "
+            + " | ".join(
+                _interval(lo, hi, percent=True)
+                for lo, hi in zip(froc["ci95_low"], froc["ci95_high"], strict=True)
+            )
+            + " | |",
+        ]
+        if froc["max_fp_per_scan"] < max(rates):
+            lines += [
+                "",
+                f"The curve ends at {froc['max_fp_per_scan']:.2f} FP per scan (candidates below "
+                f"{froc['min_probability']:g} are not considered); higher rates repeat its last sensitivity.",
+            ]
+        if "froc_png" in files:
+            lines += ["", f"![FROC]({files['froc_png']})"]
+    links = {
+        "per_case": "per-case metrics (CSV)",
+        "emboli": "one row per reference embolus (CSV)",
+        "summary": "all statistics (JSON)",
+        "boxplots": "box plots (PNG)",
+        "froc_csv": "FROC operating points (CSV)",
+        "froc_png": "FROC curve (PNG)",
+    }
+    lines += ["", "## Files", ""]
+    lines += [f"- [{files[key]}]({files[key]}): {text}" for key, text in links.items() if key in files]
+    lines += [
+        "",
+        "## Conventions",
+        "",
+        "- Label and prediction: voxels with value "
+        + ("> 0" if settings["embolus_label"] == "any value > 0" else f"== {settings['embolus_label']}")
+        + " are embolus.",
+        "- A ratio with a zero denominator is undefined and left out of the statistics (counted as 'undefined'): "
+        "e.g. precision of an empty prediction. HD95 and ASSD are undefined when exactly one of label and "
+        "prediction is empty; then Dice, IoU and NSD are 0.",
+        "- HD95: the larger of the two directed 95th percentiles of surface distances (MONAI); ASSD: mean of "
+        "both directed surface distances; NSD: MONAI's normalised surface Dice.",
+        "- Voxel statistics use scans with emboli only; false positives per scan use every scan.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(
+    path: str | os.PathLike[str], summary: Mapping[str, Any], problems: Sequence[str] = ()
+) -> Path:
+    """Write :func:`render_report` atomically to ``path`` and return it."""
+    path = Path(path)
+    atomic_write_text(path, render_report(summary, problems))
+    return path
