@@ -93,8 +93,15 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    """The run's config: the recipe, then the shortcut flags, then ``--set`` overrides (last wins)."""
-    return load_config(args.config, [*flag_overrides(args), *args.overrides])
+    """The run's config: the recipe (or, for ``--resume`` without ``--config``, the run's saved config), then the
+    shortcut flags, then ``--set`` overrides (last wins)."""
+    overrides = [*flag_overrides(args), *args.overrides]
+    if args.config is None and args.resume is not None:
+        from pe_segmentation.config import apply_overrides
+        from pe_segmentation.engine import resume_config
+
+        return Config.from_dict(apply_overrides(resume_config(args.resume).to_dict(), overrides))
+    return load_config(args.config, overrides)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,214 @@
+"""Data of a training run: the cases of ``config.data``, the training patch stream and the validation volumes.
+
+Training: every epoch each process draws its share of the training volumes (a ``DistributedSampler``,
+shuffled with ``training.seed + epoch``; one process takes all), each volume yields
+``patch.samples_per_volume`` random patches, and :class:`PatchBatches` regroups the patch stream into batches
+of exactly ``training.batch_size`` patches (the last batch of an epoch may be smaller). The random state of the
+patch sampling and augmentation is re-seeded at the start of each epoch from ``(seed, epoch, rank)``, in the
+main process and in data-loader workers alike, so an epoch's patches depend only on those three numbers: a
+resumed run draws the same patches as an uninterrupted one.
+
+Validation: whole preprocessed volumes, one per batch; under DDP each process takes every ``world_size``-th
+case (when there are fewer cases than processes, cases are repeated so that every process has one, which
+counts them twice in the means).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import DataLoader
+from monai.utils import MAX_SEED
+from torch.utils.data.distributed import DistributedSampler
+
+from pe_segmentation.config import Config, DataConfig
+from pe_segmentation.data.datasets import (
+    build_dataset,
+    from_cadpe,
+    from_datalist,
+    from_folder,
+    from_fumpe,
+    from_synthetic,
+)
+from pe_segmentation.data.transforms import build_train_transforms, build_val_transforms
+from pe_segmentation.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PatchBatches", "build_train_batches", "build_val_loader", "epoch_seed", "load_cases"]
+
+KEYS = ("image", "label")
+
+
+def load_cases(data: DataConfig, cache_dir: str | Path) -> list[dict[str, str]]:
+    """The case list of ``data.dataset`` at ``data.path`` (see :mod:`pe_segmentation.data.datasets`).
+
+    Args:
+        data: the ``data`` section.
+        cache_dir: where FUMPE's converted masks are kept.
+
+    Raises:
+        ConfigError: ``data.path`` not set.
+        InputDataError: the data set cannot be read.
+    """
+    if data.path is None:
+        raise ConfigError("data.path: not set; give the datalist file or data set folder to train on")
+    path = Path(data.path).expanduser()
+    if data.dataset == "datalist":
+        return from_datalist(path, "training", image_key=data.image_key)
+    if data.dataset == "synthetic":
+        return from_synthetic(path, image_key=data.image_key)
+    if data.dataset == "folder":
+        return from_folder(path / "images", path / "labels")
+    if data.dataset == "fumpe":
+        return from_fumpe(path, Path(cache_dir) / "fumpe_labels")
+    return from_cadpe(path)
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """A seed for the data randomness of one epoch on one process, independent of everything else."""
+    return int(np.random.SeedSequence([int(seed), int(epoch), int(rank)]).generate_state(1)[0]) % MAX_SEED
+
+
+def _plain(value: Any) -> Any:
+    return value.as_tensor() if hasattr(value, "as_tensor") else value
+
+
+class PatchBatches:
+    """Regroups the patches of a volume loader into batches of ``batch_size`` patches.
+
+    Each item of ``loader`` is a collated dict whose ``image`` and ``label`` hold the patches of one or more
+    volumes (MONAI's ``list_data_collate`` flattens the per-volume patch lists). Batches hold plain tensors
+    (no MetaTensor metadata, which the training step does not use and which costs time per operation).
+
+    Args:
+        loader: the volume loader (its sampler may be a ``DistributedSampler``).
+        batch_size: patches per batch.
+        patches_per_item: patches each loader item yields (to compute the length).
+        seed: the run's seed; with :meth:`set_epoch`, fixes the random state of each epoch.
+        rank: this process's rank (part of each epoch's seed).
+    """
+
+    def __init__(
+        self, loader: DataLoader, batch_size: int, patches_per_item: int, seed: int = 0, rank: int = 0
+    ) -> None:
+        if batch_size < 1 or patches_per_item < 1:
+            raise ValueError(
+                f"batch_size and patches_per_item must be >= 1, got {batch_size}, {patches_per_item}"
+            )
+        self.loader = loader
+        self.batch_size = int(batch_size)
+        self.patches_per_item = int(patches_per_item)
+        self.seed = int(seed)
+        self.rank = int(rank)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.loader) * self.patches_per_item / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Fix this epoch's case order and random patch sampling/augmentation (call before iterating)."""
+        self.epoch = int(epoch)
+        sampler = self.loader.sampler
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(self.epoch)
+        seed = epoch_seed(self.seed, self.epoch, self.rank)
+        transform = getattr(self.loader.dataset, "transform", None)
+        if hasattr(transform, "set_random_state"):
+            transform.set_random_state(seed=seed)  # the transforms of the main process (num_workers = 0)
+        generator = self.loader.generator
+        if generator is not None:
+            generator.manual_seed(seed)  # worker seeds derive from it (MONAI's worker_init_fn)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        pending: dict[str, list[torch.Tensor]] = {k: [] for k in KEYS}
+        count = 0
+        for item in self.loader:
+            for key in KEYS:
+                pending[key].append(_plain(item[key]))
+            count += int(item[KEYS[0]].shape[0])
+            while count >= self.batch_size:
+                batch, count = self._take(pending, self.batch_size), count - self.batch_size
+                yield batch
+        if count:
+            yield self._take(pending, count)
+
+    @staticmethod
+    def _take(pending: dict[str, list[torch.Tensor]], size: int) -> dict[str, torch.Tensor]:
+        batch = {}
+        for key, parts in pending.items():
+            joined = parts[0] if len(parts) == 1 else torch.cat(parts)
+            batch[key] = joined[:size]
+            parts[:] = [joined[size:]] if joined.shape[0] > size else []
+        return batch
+
+
+def build_train_batches(
+    config: Config,
+    items: Sequence[Mapping[str, Any]],
+    cache_dir: str | Path,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
+) -> PatchBatches:
+    """The training patch stream of one process (see the module docstring)."""
+    augmentation = config.augmentation if config.training.augment else None
+    transforms = build_train_transforms(config.preprocessing, config.patch, augmentation, keys=KEYS)
+    dataset = build_dataset(
+        items, transforms, cache=config.data.cache, cache_dir=cache_dir, num_workers=config.data.num_workers
+    )
+    sampler = DistributedSampler(
+        dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=config.training.seed, drop_last=False
+    )
+    workers = config.data.num_workers
+    loader = DataLoader(
+        dataset,
+        batch_size=1,
+        sampler=sampler,
+        num_workers=workers,
+        generator=torch.Generator().manual_seed(config.training.seed),
+        pin_memory=pin_memory,
+        persistent_workers=False,  # workers are re-seeded per epoch when they start
+        prefetch_factor=4 if workers else None,
+    )
+    return PatchBatches(
+        loader,
+        config.training.batch_size,
+        config.patch.samples_per_volume,
+        seed=config.training.seed,
+        rank=rank,
+    )
+
+
+def build_val_loader(
+    config: Config,
+    items: Sequence[Mapping[str, Any]],
+    cache_dir: str | Path,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """Whole validation volumes of one process: every ``world_size``-th case starting at ``rank``."""
+    items = list(items)
+    if world_size > 1:
+        if len(items) < world_size:
+            log.warning(
+                "%d validation case(s) for %d processes: some cases are validated twice",
+                len(items),
+                world_size,
+            )
+            items = [items[i % len(items)] for i in range(world_size)]
+        items = items[rank::world_size]
+    transforms = build_val_transforms(config.preprocessing, keys=KEYS)
+    dataset = build_dataset(
+        items, transforms, cache=config.data.cache, cache_dir=cache_dir, num_workers=config.data.num_workers
+    )
+    return DataLoader(
+        dataset, batch_size=1, shuffle=False, num_workers=config.data.num_workers, pin_memory=pin_memory
+    )

@@ -1,0 +1,64 @@
+"""The whole-volume inferer shared by validation and prediction: one definition of how a network sees a CT."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.inferers import Inferer, SliceInferer, SlidingWindowInferer
+
+from pe_segmentation.config import Config
+
+__all__ = ["build_inferer"]
+
+
+def build_inferer(
+    config: Config,
+    overlap: float | None = None,
+    sw_batch_size: int | None = None,
+    *,
+    roi_size: Sequence[int] | None = None,
+    sw_device: torch.device | str | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+) -> Inferer:
+    """Gaussian-weighted sliding windows of the training patch size over a preprocessed volume.
+
+    3D networks get ``SlidingWindowInferer``; 2D networks (``patch.spatial_dims == 2``) get ``SliceInferer``,
+    which runs the 2D window over every axial slice and stacks the results, so outputs are volumes either way.
+
+    Args:
+        config: the run's config (``validation.roi_size`` or ``patch.patch_size``; overlap and window batch).
+        overlap: window overlap in [0, 1); default ``validation.overlap``.
+        sw_batch_size: windows per forward pass; default ``validation.sw_batch_size``.
+        roi_size: window size; default ``validation.roi_size`` or the training patch size.
+        sw_device: where each batch of windows runs (the network's device); default: the input's device.
+        device: where the whole-volume output is stitched; default: the input's device. A GPU run whose volume
+            does not fit on the GPU passes ``sw_device="cuda"`` and ``device="cpu"``: windows go to the GPU one
+            batch at a time while the volume and its output stay in host memory.
+        progress: show MONAI's progress bar over the windows.
+
+    Raises:
+        ValueError: an overlap outside [0, 1), a window batch below 1, or a window size of the wrong length.
+    """
+    roi = tuple(roi_size or config.validation.roi_size or config.patch.patch_size or ())
+    overlap = config.validation.overlap if overlap is None else float(overlap)
+    sw_batch_size = config.validation.sw_batch_size if sw_batch_size is None else int(sw_batch_size)
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if sw_batch_size < 1:
+        raise ValueError(f"sw_batch_size must be >= 1, got {sw_batch_size}")
+    if len(roi) != config.patch.spatial_dims or any(int(r) < 1 for r in roi):
+        raise ValueError(f"roi_size must be {config.patch.spatial_dims} positive integers, got {list(roi)}")
+    common = {
+        "roi_size": roi,
+        "sw_batch_size": sw_batch_size,
+        "overlap": overlap,
+        "mode": "gaussian",
+        "sw_device": sw_device,
+        "device": device,
+        "progress": progress,
+    }
+    if config.patch.spatial_dims == 2:
+        return SliceInferer(spatial_dim=2, **common)
+    return SlidingWindowInferer(**common)
