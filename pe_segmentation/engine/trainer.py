@@ -48,7 +48,7 @@ import logging
 import os
 import random
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,7 @@ import torch.nn as nn
 from ignite.engine import Events
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import LrScheduleHandler, ValidationHandler
-from monai.inferers import Inferer, SimpleInferer
+from monai.inferers import SimpleInferer
 
 from pe_segmentation.config import Config, config_to_yaml
 from pe_segmentation.data.splits import Split, get_or_create_split, load_split
@@ -90,7 +90,7 @@ from pe_segmentation.engine.metrics import metric_handlers, validation_postproce
 from pe_segmentation.engine.precision import Precision, resolve_precision, select_device
 from pe_segmentation.engine.schedule import build_scheduler
 from pe_segmentation.errors import CheckpointError, ConfigError
-from pe_segmentation.inference.inferer import build_inferer
+from pe_segmentation.inference.inferer import AutocastInferer, build_inferer
 from pe_segmentation.io.atomic import atomic_write_text
 from pe_segmentation.losses import DeepSupervisionLoss, build_loss
 from pe_segmentation.networks import build_network
@@ -183,49 +183,6 @@ def _memory_format(config: Config) -> torch.memory_format | None:
     if not config.training.channels_last:
         return None
     return torch.channels_last_3d if config.patch.spatial_dims == 3 else torch.channels_last
-
-
-class AutocastInferer(Inferer):
-    """Run another inferer with the network under autocast and, optionally, channels-last inputs.
-
-    MONAI's engines autocast only on CUDA (``amp=True``); this wrapper gives bf16 autocast on CPUs too and
-    converts every network input (each sliding window) to the requested memory format.
-
-    Args:
-        inferer: the inferer to wrap (``SimpleInferer`` for training, sliding window for validation).
-        precision: the run's :class:`Precision`.
-        memory_format: ``torch.channels_last_3d`` / ``torch.channels_last``, or ``None``.
-    """
-
-    def __init__(
-        self, inferer: Inferer, precision: Precision, memory_format: torch.memory_format | None = None
-    ):
-        super().__init__()
-        self.inferer = inferer
-        self.precision = precision
-        self.memory_format = memory_format
-
-    def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        memory_format = self.memory_format
-        cast = self.precision.uses_autocast
-
-        def fn(x: torch.Tensor, *a: Any, **k: Any) -> Any:
-            if memory_format is not None:
-                x = x.contiguous(memory_format=memory_format)
-            out = network(x, *a, **k)
-            # float32 logits: sliding-window blending and the losses then work at full precision
-            return _to_float(out) if cast else out
-
-        with self.precision.autocast():
-            return self.inferer(inputs, fn, *args, **kwargs)
-
-
-def _to_float(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.float()
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_float(v) for v in value)
-    return value
 
 
 def build_trainer(

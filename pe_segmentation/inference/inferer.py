@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from monai.inferers import Inferer, SliceInferer, SlidingWindowInferer
 
 from pe_segmentation.config import Config
 
-__all__ = ["build_inferer"]
+if TYPE_CHECKING:  # at run time the engine imports this module, not the reverse
+    from pe_segmentation.engine.precision import Precision
+
+__all__ = ["AutocastInferer", "build_inferer"]
 
 
 def build_inferer(
@@ -62,3 +66,46 @@ def build_inferer(
     if config.patch.spatial_dims == 2:
         return SliceInferer(spatial_dim=2, **common)
     return SlidingWindowInferer(**common)
+
+
+class AutocastInferer(Inferer):
+    """Run another inferer with the network under autocast and, optionally, channels-last inputs.
+
+    MONAI's engines autocast only on CUDA (``amp=True``); this wrapper gives bf16 autocast on CPUs too and
+    converts every network input (each sliding window) to the requested memory format.
+
+    Args:
+        inferer: the inferer to wrap (``SimpleInferer`` for training, sliding window for validation).
+        precision: the run's :class:`Precision`.
+        memory_format: ``torch.channels_last_3d`` / ``torch.channels_last``, or ``None``.
+    """
+
+    def __init__(
+        self, inferer: Inferer, precision: Precision, memory_format: torch.memory_format | None = None
+    ):
+        super().__init__()
+        self.inferer = inferer
+        self.precision = precision
+        self.memory_format = memory_format
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        memory_format = self.memory_format
+        cast = self.precision.uses_autocast
+
+        def fn(x: torch.Tensor, *a: Any, **k: Any) -> Any:
+            if memory_format is not None:
+                x = x.contiguous(memory_format=memory_format)
+            out = network(x, *a, **k)
+            # float32 logits: sliding-window blending and the losses then work at full precision
+            return _to_float(out) if cast else out
+
+        with self.precision.autocast():
+            return self.inferer(inputs, fn, *args, **kwargs)
+
+
+def _to_float(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.float()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_float(v) for v in value)
+    return value
