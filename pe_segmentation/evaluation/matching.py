@@ -96,13 +96,27 @@ def _add(cases: dict[str, Path], case: str, path: Path, source: Path) -> None:
     cases[case] = path
 
 
+#: What ``pe-seg infer`` writes into ``OUTPUT/<case>/``, by role: such a folder is read case by case.
+INFER_FILES = {"pred": "mask.nii.gz", "prob": "probability.nii.gz"}
+
+
+def _infer_output_cases(source: Path, file_name: str) -> dict[str, Path]:
+    """Case -> file for a ``pe-seg infer`` output folder (``<case>/mask.nii.gz``); empty when it is not one."""
+    return {
+        child.name: child / file_name
+        for child in sorted(source.iterdir())
+        if child.is_dir() and not child.name.startswith(".") and (child / file_name).is_file()
+    }
+
+
 def collect_cases(
     source: str | os.PathLike[str], role: str, section: str = "training", key: str | None = None
 ) -> dict[str, Path]:
     """Case name -> file for one source.
 
     Args:
-        source: a folder of volume files, a datalist ``.json`` or one volume file.
+        source: a folder of volume files, a ``pe-seg infer`` output folder (``<case>/mask.nii.gz`` and
+            ``<case>/probability.nii.gz``), a datalist ``.json`` or one volume file.
         role: ``pred``, ``label`` or ``prob``: picks the name tags to drop and the default datalist key.
         section: the datalist section to read.
         key: the datalist entry key holding the path (default: ``role``).
@@ -115,6 +129,10 @@ def collect_cases(
     suffixes = _ROLE_SUFFIXES[role]
     source = Path(source).expanduser()
     cases: dict[str, Path] = {}
+    if source.is_dir() and role in INFER_FILES:
+        cases = _infer_output_cases(source, INFER_FILES[role])
+        if cases:
+            return cases
     if source.is_dir():
         paths = [
             p

@@ -79,3 +79,19 @@ def test_datalist_and_single_files(tmp_path):
         match_cases(path, path, prob=path, section="testing")
     single = match_cases(tmp_path / "preds" / "x.nii.gz", tmp_path / "labels" / "y_label.nii.gz")
     assert [p.case for p in single.pairs] == ["y"]  # two single files pair whatever their names
+
+
+def test_infer_output_folder_pairs_by_case_subfolder(tmp_path):
+    """``pe-seg infer`` writes OUTPUT/<case>/mask.nii.gz and probability.nii.gz; both roles read it."""
+    from pe_segmentation.evaluation.matching import collect_cases
+
+    for case in ("pe01", "pe02"):
+        (tmp_path / "out" / case).mkdir(parents=True)
+        (tmp_path / "out" / case / "mask.nii.gz").write_bytes(b"")
+        (tmp_path / "out" / case / "probability.nii.gz").write_bytes(b"")
+    (tmp_path / "out" / "pe03").mkdir()  # a failed case: no mask, not a case
+    assert collect_cases(tmp_path / "out", "pred") == {
+        "pe01": tmp_path / "out/pe01/mask.nii.gz",
+        "pe02": tmp_path / "out/pe02/mask.nii.gz",
+    }
+    assert collect_cases(tmp_path / "out", "prob")["pe02"] == tmp_path / "out/pe02/probability.nii.gz"
