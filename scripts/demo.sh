@@ -1,28 +1,45 @@
 #!/usr/bin/env bash
-# The main job on the embedded default data: synthesize CTPA phantoms (NIfTI + DICOM), inspect and convert a
-# DICOM series, and run the training data pipeline over the set, drawing the patches a network would see.
+# The main job on the embedded default data, end to end on CPU: synthesize CTPA phantoms, train the demo recipe,
+# predict held-out phantoms given as DICOM series, and evaluate the predictions.
 # Usage: scripts/demo.sh [OUTPUT_DIR]   (run through `make demo`, which sets up .venv first)
+# DEMO_EPOCHS (default: the recipe's) shortens training, e.g. for the test suite.
 set -euo pipefail
 out="${1:-demo_output}"
 pe_seg=".venv/bin/pe-seg"
+epochs=()
+[ -n "${DEMO_EPOCHS:-}" ] && epochs=(--epochs "$DEMO_EPOCHS")
 rm -rf "$out"
 mkdir -p "$out"
 
-echo "== 1/4 synthesize 4 CTPA phantoms (NIfTI + DICOM series) =="
-"$pe_seg" synth --output "$out/data" --cases 4 --seed 0 --format both --shape 192 192 160
+echo "== 1/6 synthesize 12 training phantoms and 2 held-out phantoms (DICOM series) =="
+"$pe_seg" synth --output "$out/data" --cases 12 --seed 0 --shape 160 160 128 --no-progress
+"$pe_seg" synth --output "$out/heldout" --cases 2 --seed 1000 --shape 160 160 128 --format both --no-progress
 
 echo
-echo "== 2/4 what is in a DICOM series: pe-seg info =="
-"$pe_seg" info --input "$out/data/dicom/phantom_000"
+echo "== 2/6 what is in a held-out DICOM series: pe-seg info =="
+"$pe_seg" info --input "$out/heldout/dicom/phantom_000"
 
 echo
-echo "== 3/4 DICOM series to NIfTI: pe-seg convert =="
-"$pe_seg" convert --input "$out/data/dicom/phantom_000" --output "$out/converted/phantom_000.nii.gz"
+echo "== 3/6 the training data pipeline: pe-seg data-check =="
+"$pe_seg" data-check --datalist "$out/data/datalist.json" --output "$out/data_check" \
+  --spacing 2.24 2.24 2.5 --patch-size 32 32 32 --samples 4 --max-cases 2 --augment
 
 echo
-echo "== 4/4 the training data pipeline on the DICOM series: pe-seg data-check =="
-"$pe_seg" data-check --datalist "$out/data/datalist.json" --image-key dicom --output "$out/data_check" \
-  --spacing 1.5 1.5 1.5 --patch-size 64 64 64 --samples 4 --augment
+echo "== 4/6 train the demo recipe (3D UNet, CPU): pe-seg train =="
+"$pe_seg" train --config configs/demo.yaml --dataset "$out/data" --run-dir "$out/run" "${epochs[@]}" --no-progress
 
 echo
-echo "Done. Look at $out/data_check/patches.png (patches with emboli in red) and $out/data/datalist.json."
+echo "== 5/6 predict the held-out DICOM series: pe-seg infer =="
+"$pe_seg" infer --input "$out/heldout/dicom" --output "$out/predictions" \
+  --checkpoint "$out/run/checkpoints/best.pt" --save-probability
+
+echo
+echo "== 6/6 evaluate against the held-out labels: pe-seg evaluate =="
+"$pe_seg" evaluate --pred "$out/predictions" --prob "$out/predictions" --label "$out/heldout/labels" \
+  --output "$out/evaluation" --no-progress
+
+echo
+echo "Done. Outputs in $out/:"
+echo "  run/curves.png, run/metrics.csv, run/checkpoints/best.pt   training"
+echo "  predictions/<case>/{mask.nii.gz,report.json,preview.png,...}  predictions"
+echo "  evaluation/report.md, summary.json, boxplots.png, froc.png   evaluation"

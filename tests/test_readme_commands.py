@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -30,7 +31,8 @@ def test_readme_starts_with_the_demo_and_test_commands_and_ci_runs_the_second():
 
 
 @pytest.mark.slow
-def test_demo_synthesizes_converts_and_draws_the_pipeline(tmp_path):
+def test_demo_runs_synthesis_training_inference_and_evaluation(tmp_path):
+    """The main job end to end, with training cut to one epoch (quality is the demo's own business)."""
     out = tmp_path / "demo"
     result = subprocess.run(
         ["bash", "scripts/demo.sh", str(out)],
@@ -38,25 +40,36 @@ def test_demo_synthesizes_converts_and_draws_the_pipeline(tmp_path):
         capture_output=True,
         text=True,
         check=False,
-        timeout=600,
+        timeout=900,
+        env={**os.environ, "DEMO_EPOCHS": "1"},
     )
     assert result.returncode == 0, result.stderr[-2000:]
 
-    datalist = json.loads((out / "data" / "datalist.json").read_text())
-    assert [entry["case"] for entry in datalist["training"]] == [f"phantom_{i:03d}" for i in range(4)]
-    assert "series 1 'CTPA pe-seg phantom phantom_000' CT 160 slices" in result.stdout
+    training = json.loads((out / "data" / "datalist.json").read_text())["training"]
+    heldout = json.loads((out / "heldout" / "datalist.json").read_text())["training"]
+    assert len(training) == 12
+    assert [entry["case"] for entry in heldout] == ["phantom_000", "phantom_001"]
+    assert "series 1 'CTPA pe-seg phantom phantom_000' CT 128 slices" in result.stdout
 
-    converted = read_volume(out / "converted" / "phantom_000.nii.gz")
-    series = read_dicom_series(out / "data" / "dicom" / "phantom_000").volume
-    np.testing.assert_array_equal(converted.array, series.array)
-    np.testing.assert_allclose(converted.affine, series.affine, atol=1e-4)
+    metrics = (out / "run" / "metrics.csv").read_text().splitlines()
+    assert len(metrics) == 2  # header + the one epoch
+    assert (out / "run" / "checkpoints" / "best.pt").is_file()
 
-    check = json.loads((out / "data_check" / "data_check.json").read_text())
-    assert len(check["cases"]) == 4
-    assert all(case["patches"] == 4 and case["patch_shape"] == [64, 64, 64] for case in check["cases"])
-    assert (
-        sum(case["patches_with_embolus"] for case in check["cases"]) >= 4
-    )  # seeded: half the patches centre on clot
-    png = (out / "data_check" / "patches.png").read_bytes()
-    assert png.startswith(b"\x89PNG")
-    assert len(png) > 20_000
+    for entry in heldout:
+        case = entry["case"]
+        mask = read_volume(out / "predictions" / case / "mask.nii.gz")
+        series = read_dicom_series(out / "heldout" / "dicom" / case).volume
+        assert mask.shape == series.shape
+        np.testing.assert_allclose(mask.affine, series.affine, atol=1e-4)
+        report = json.loads((out / "predictions" / case / "report.json").read_text())
+        assert report["totals"]["clot_count"] == len(report["clots"])
+
+    summary = json.loads((out / "evaluation" / "summary.json").read_text())
+    assert summary["detection"]["emboli"] == sum(len(entry["emboli"]) for entry in heldout)
+    assert "per-embolus sensitivity" in result.stderr
+    for png in (
+        out / "run" / "curves.png",
+        out / "evaluation" / "froc.png",
+        out / "data_check" / "patches.png",
+    ):
+        assert png.read_bytes().startswith(b"\x89PNG")

@@ -1,0 +1,340 @@
+"""End-to-end ``pe-seg infer`` against a plain MONAI pipeline on a 512x512x300 CT series, in one run.
+
+    .venv/bin/python benchmarks/bench_infer.py [--checkpoint PATH] [--slices 300] [--peer fp32 bf16]
+
+Both pipelines run the same network with the same weights on the same DICOM series, each in its own process
+started from scratch (imports, model loading and writing included), one after the other:
+
+* ``pe-seg infer`` as users run it (mask NIfTI, DICOM SEG, JSON report and PNG preview), with its defaults:
+  ``--precision auto`` (bf16 on this CPU) and channels-last;
+* the plain MONAI model-zoo pipeline: ``LoadImaged`` (MONAI's default reader for a DICOM folder),
+  ``EnsureChannelFirstd``, ``Orientationd``, ``Spacingd``, ``ScaleIntensityRanged``, ``SlidingWindowInferer``
+  (Gaussian, same window size, overlap and window batch), ``Activationsd`` (softmax), ``Invertd``,
+  ``AsDiscreted`` (argmax), ``SaveImaged``; ``fp32`` is how a bundle runs on a CPU (MONAI's engines autocast
+  only on CUDA), ``bf16`` is the same pipeline given pe-seg's bf16 autocast + channels-last, so that the
+  ratio shows what the pipeline alone gains.
+
+Printed: stage timings, wall time, peak resident memory (``ru_maxrss`` of each process), the ratios, the
+non-network share of pe-seg's wall time, and agreement: Dice between the pe-seg and MONAI masks, and of each
+with the phantom's reference emboli. With ``--fast`` it also runs ``pe-seg infer --fast`` and reports its Dice
+against the normal mode's mask and the reference.
+
+Without ``--checkpoint`` (or when that file does not exist yet) a model is first trained on phantoms with
+``pe-seg``'s own engine (``configs/unet.yaml`` at ``--base-channels``, 64^3 patches, 96^3 inference windows)
+and saved there, so later runs reuse it. Targets (issue 5): pe-seg at least 2x faster end to end than the
+MONAI pipeline, and its non-network time under 25% of its total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CHECKPOINT = Path(tempfile.gettempdir()) / "pe-seg-bench" / "bench_infer_unet16.pt"
+
+
+# ------------------------------------------------------------------------------------------------ data, model
+
+
+def make_series(folder: Path, slices: int, seed: int) -> tuple[Path, Path]:
+    """A 512 x 512 x ``slices`` CTPA phantom at 0.7 x 0.7 x 1 mm as a DICOM series, and its embolus label."""
+    from pe_segmentation.data.synthetic import LABEL_EMBOLUS, PhantomSettings, generate_phantom
+    from pe_segmentation.io.dicom_writer import write_dicom_series
+    from pe_segmentation.io.volume_files import write_volume
+
+    phantom = generate_phantom(PhantomSettings(shape=(512, 512, slices), spacing=(0.7, 0.7, 1.0)), seed)
+    series = folder / "series"
+    write_dicom_series(phantom.image, series, uid_seed=f"bench-infer-{seed}")
+    label = phantom.label.with_array((phantom.label.array == LABEL_EMBOLUS).astype(np.uint8))
+    return series, write_volume(label, folder / "reference.nii.gz")
+
+
+def train_model(path: Path, base_channels: int, epochs: int, cases: int, work: Path) -> Path:
+    """Train ``configs/unet.yaml`` at ``base_channels`` on phantoms with pe-seg's engine; copy best.pt to ``path``."""
+    from pe_segmentation.config import load_config
+    from pe_segmentation.data.synthetic import PhantomSettings, generate_dataset
+    from pe_segmentation.engine import run_training
+
+    data = work / "phantoms"
+    # the bench series' field of view (358 x 358 x 300 mm) at a coarser voxel, resampled to 1 mm in training
+    generate_dataset(
+        data, cases, seed=1, settings=PhantomSettings(shape=(256, 256, 214), spacing=(1.4, 1.4, 1.4))
+    )
+    config = load_config(
+        ROOT / "configs" / "unet.yaml",
+        [
+            f"data.path={data}",
+            "data.dataset=synthetic",
+            "data.val_fraction=0.15",
+            f"model.base_channels={base_channels}",
+            "patch.patch_size=[64, 64, 64]",
+            "patch.samples_per_volume=4",
+            "validation.roi_size=[96, 96, 96]",
+            f"validation.every={epochs}",
+            f"training.epochs={epochs}",
+            "training.augment=false",
+            "training.channels_last=true",
+            "optimizer.lr=3e-3",
+            "schedule.warmup_epochs=1",
+            f"output.run_dir={work / 'run'}",
+            "output.tensorboard=false",
+        ],
+    )
+    result = run_training(config, progress=False)
+    best = result.best_checkpoint or result.last_checkpoint
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(best, path)
+    print(f"trained {epochs} epochs on {cases} phantoms: validation Dice {result.best_dice}")
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ the runs
+
+
+def run_child(args: list[str]) -> tuple[float, float, str]:
+    """Run a Python child process; return its wall time, its peak resident memory (GiB) and its stdout."""
+    start = time.perf_counter()
+    process = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    stdout = process.stdout.read() if process.stdout else ""  # until the child closes it (at exit)
+    # os.wait4 gives this child's own rusage (RUSAGE_CHILDREN would be the maximum over all children)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(args[:3])} ... failed with exit code {process.returncode}")
+    return wall, usage.ru_maxrss / 2**20, stdout
+
+
+def run_pe_seg(series: Path, output: Path, checkpoint: Path, extra: list[str]) -> dict[str, Any]:
+    args = [__file__, "--child", "pe-seg", "--", "-q", "infer", "--input", str(series)]
+    args += ["--output", str(output), "--checkpoint", str(checkpoint), "--device", "cpu", *extra]
+    wall, peak, _ = run_child(args)
+    report = json.loads((output / series.name / "report.json").read_text())
+    return {
+        "wall": wall,
+        "peak_gib": peak,
+        "seconds": report["seconds"],
+        "mask": output / series.name / "mask.nii.gz",
+    }
+
+
+def run_monai(series: Path, output: Path, checkpoint: Path, precision: str) -> dict[str, Any]:
+    args = [__file__, "--child", "monai", "--", str(series), str(output), str(checkpoint)]
+    wall, peak, stdout = run_child([*args, precision])
+    seconds = json.loads(stdout.strip().splitlines()[-1])
+    return {"wall": wall, "peak_gib": peak, "seconds": seconds, "mask": Path(seconds.pop("mask"))}
+
+
+def monai_pipeline(series: str, output: str, checkpoint: str, precision: str) -> None:
+    """The MONAI model-zoo style pipeline (in a child process); prints its stage timings as JSON."""
+    seconds: dict[str, Any] = {}
+    start = time.perf_counter()
+    import torch
+    from monai.inferers import SlidingWindowInferer
+    from monai.transforms import (
+        Activationsd,
+        AsDiscreted,
+        Compose,
+        EnsureChannelFirstd,
+        Invertd,
+        LoadImaged,
+        Orientationd,
+        SaveImaged,
+        ScaleIntensityRanged,
+        Spacingd,
+    )
+
+    from pe_segmentation.config import Config
+    from pe_segmentation.engine.checkpoint import load_checkpoint
+    from pe_segmentation.networks import build_network
+
+    saved = load_checkpoint(checkpoint)
+    config = Config.from_dict(saved["config"])
+    network = build_network(config.model.name, **config.model.params)
+    network.load_state_dict(saved["model"])
+    network.eval()
+    seconds["imports_and_model"] = time.perf_counter() - start
+
+    pre = config.preprocessing
+    low, high = pre.hu_window
+    load = Compose([LoadImaged("image", image_only=True), EnsureChannelFirstd("image")])
+    preprocess = Compose(
+        [
+            Orientationd("image", axcodes="RAS"),
+            Spacingd("image", pixdim=pre.monai_pixdim, mode="bilinear"),
+            ScaleIntensityRanged("image", a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True),
+        ]
+    )
+    roi = tuple(config.validation.roi_size or config.patch.patch_size)
+    inferer = SlidingWindowInferer(
+        roi, config.inference.sw_batch_size, config.inference.overlap, mode="gaussian"
+    )
+    post = Compose(
+        [
+            Activationsd("pred", softmax=True),
+            Invertd("pred", transform=preprocess, orig_keys="image", nearest_interp=False, to_tensor=True),
+            AsDiscreted("pred", argmax=True),
+        ]
+    )
+    save = SaveImaged(
+        "pred",
+        output_dir=output,
+        output_postfix="seg",
+        separate_folder=False,
+        resample=False,
+        output_dtype=np.uint8,
+    )
+
+    def timed(name: str, fn: Any, data: Any) -> Any:
+        begin = time.perf_counter()
+        result = fn(data)
+        seconds[name] = time.perf_counter() - begin
+        return result
+
+    data = timed("load", load, {"image": series})
+    data = timed("preprocess", preprocess, data)
+    begin = time.perf_counter()
+    with torch.no_grad():
+        if precision == "bf16":
+            network = network.to(memory_format=torch.channels_last_3d)
+
+            def forward(x: torch.Tensor) -> torch.Tensor:
+                return network(x.contiguous(memory_format=torch.channels_last_3d)).float()
+
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                data["pred"] = inferer(data["image"][None], forward)[0]
+        else:
+            data["pred"] = inferer(data["image"][None], network)[0]
+    seconds["network"] = time.perf_counter() - begin
+    data = timed("invert", post, data)
+    timed("save", save, data)
+    seconds["mask"] = str(next(Path(output).glob("*_seg.nii*")))
+    print(json.dumps(seconds))
+
+
+def child_pe_seg(argv: list[str]) -> int:
+    """``pe-seg ARGV`` through the real CLI (registering ``infer`` if the front end does not list it yet)."""
+    from pe_segmentation import commands
+    from pe_segmentation.cli import main
+    from pe_segmentation.commands import infer
+
+    if infer not in commands.ALL:
+        commands.ALL = (*commands.ALL, infer)
+    return main(argv)
+
+
+# ------------------------------------------------------------------------------------------------ comparison
+
+
+def read_mask(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A mask in its closest RAS orientation (so that grids written in other axis orders compare)."""
+    import nibabel as nib
+
+    image = nib.as_closest_canonical(nib.load(path))
+    return np.asarray(image.dataobj) > 0, image.affine
+
+
+def dice(a: Path, b: Path) -> float:
+    (x, ax), (y, ay) = read_mask(a), read_mask(b)
+    if x.shape != y.shape or not np.allclose(ax, ay, atol=1e-3):
+        raise SystemExit(f"{a} and {b} are not on the same grid: {x.shape} {y.shape}\n{ax}\n{ay}")
+    total = int(x.sum()) + int(y.sum())
+    return 2.0 * int(np.logical_and(x, y).sum()) / total if total else 1.0
+
+
+def stage_line(name: str, result: dict[str, Any], network_key: str = "network") -> str:
+    stages = ", ".join(f"{k} {v:.2f}" for k, v in result["seconds"].items() if isinstance(v, float))
+    network = result["seconds"].get(network_key, 0.0)
+    share = (result["wall"] - network) / result["wall"]
+    return (
+        f"{name:<16} wall {result['wall']:7.1f} s | peak {result['peak_gib']:5.2f} GiB | "
+        f"non-network {result['wall'] - network:5.1f} s ({share:.0%}) | stages (s): {stages}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="trained here if missing")
+    parser.add_argument("--base-channels", type=int, default=16, help="width of the trained model")
+    parser.add_argument("--train-epochs", type=int, default=12)
+    parser.add_argument("--train-cases", type=int, default=7)
+    parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=7, help="phantom seed of the benchmark series")
+    parser.add_argument("--peer", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--fast", action="store_true", help="also run pe-seg infer --fast")
+    parser.add_argument("--keep", type=Path, help="keep the series and outputs in this folder")
+    parser.add_argument("--child", choices=["pe-seg", "monai"], help=argparse.SUPPRESS)
+    parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child == "pe-seg":
+        raise SystemExit(child_pe_seg(args.rest))
+    if args.child == "monai":
+        monai_pipeline(*args.rest)
+        return
+
+    import torch
+
+    work = args.keep or Path(tempfile.mkdtemp(prefix="bench_infer_"))
+    work.mkdir(parents=True, exist_ok=True)
+    if not args.checkpoint.is_file():
+        print(f"no {args.checkpoint}: training one (cached for later runs)")
+        train_model(args.checkpoint, args.base_channels, args.train_epochs, args.train_cases, work / "train")
+    start = time.perf_counter()
+    series, reference = make_series(work, args.slices, args.seed)
+    for path in series.iterdir():  # warm the page cache for both pipelines alike
+        path.read_bytes()
+    print(
+        f"series: 512x512x{args.slices} at 0.7x0.7x1.0 mm (phantom seed {args.seed}), made in "
+        f"{time.perf_counter() - start:.1f} s; checkpoint {args.checkpoint}; "
+        f"CPU threads {torch.get_num_threads()}, torch {torch.__version__}"
+    )
+
+    results = {"pe-seg": run_pe_seg(series, work / "pe_seg", args.checkpoint, [])}
+    for precision in args.peer:
+        results[f"monai {precision}"] = run_monai(
+            series, work / f"monai_{precision}", args.checkpoint, precision
+        )
+    if args.fast:
+        results["pe-seg --fast"] = run_pe_seg(series, work / "pe_seg_fast", args.checkpoint, ["--fast"])
+
+    print()
+    for name, result in results.items():
+        print(stage_line(name, result))
+    print()
+    ours = results["pe-seg"]
+    for name, result in results.items():
+        if name == "pe-seg":
+            continue
+        ratio = result["wall"] / ours["wall"]
+        agreement = dice(ours["mask"], result["mask"])
+        print(f"{name:<16} wall ratio vs pe-seg {ratio:5.2f}x | Dice with pe-seg mask {agreement:.4f}")
+    print()
+    for name, result in results.items():
+        print(f"{name:<16} Dice with the phantom's reference emboli {dice(result['mask'], reference):.4f}")
+    network_share = 1 - ours["seconds"]["network"] / ours["wall"]
+    print(
+        f"\npe-seg: non-network time {network_share:.0%} of its wall time (target < 25%); "
+        + ", ".join(
+            f"{results[n]['wall'] / ours['wall']:.2f}x faster than {n}"
+            for n in results
+            if n.startswith("monai")
+        )
+        + " (target >= 2x)"
+    )
+    if args.keep is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

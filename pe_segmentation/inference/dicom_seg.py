@@ -1,0 +1,133 @@
+"""DICOM SEG output: the clot mask as a binary Segmentation object that references its source CT series.
+
+Written with highdicom, so the object carries the source's patient, study and frame of reference, one frame
+per source slice holding clot (empty frames are omitted) with its plane position, and a
+ReferencedSeriesSequence / SourceImageSequence naming the CT instances it was derived from. Viewers and PACS
+(OHIF, 3D Slicer, Orthanc, ...) then show it over the CT. The segment is coded as SNOMED CT "Embolus"
+(55584005) in the category "Morphologically Abnormal Structure", anatomic region "Pulmonary artery".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pydicom
+
+from pe_segmentation import __version__
+from pe_segmentation.errors import InputDataError, OutputError
+from pe_segmentation.io.atomic import atomic_output
+from pe_segmentation.io.volume import Volume
+
+__all__ = ["SEG_SERIES_NUMBER_OFFSET", "can_write_dicom_seg", "write_dicom_seg"]
+
+#: The SEG's SeriesNumber is the source's plus this (1000 when the source has none).
+SEG_SERIES_NUMBER_OFFSET = 1000
+
+# Type 2 attributes the SEG copies from its source: present (maybe empty) in every scanner series, but not
+# always in exports and test data. Missing ones are set empty on the in-memory copies of the source headers.
+_TYPE2_FROM_SOURCE = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+)
+
+
+def can_write_dicom_seg(image: Volume) -> bool:
+    """Whether ``image`` was read from a DICOM series whose files are listed in grid order."""
+    files = image.metadata.get("files") or []
+    return image.metadata.get("format") == "dicom" and len(files) == image.shape[2]
+
+
+def _source_headers(files: Sequence[str]) -> list[pydicom.Dataset]:
+    headers = []
+    for name in files:
+        try:
+            header = pydicom.dcmread(name, stop_before_pixels=True)
+        except (OSError, pydicom.errors.InvalidDicomError) as err:
+            raise InputDataError(f"{name}: cannot re-read the source header for DICOM SEG ({err})") from err
+        for keyword in _TYPE2_FROM_SOURCE:
+            if keyword not in header:
+                setattr(header, keyword, "")
+        headers.append(header)
+    return headers
+
+
+def write_dicom_seg(
+    mask: np.ndarray,
+    image: Volume,
+    path: str | os.PathLike[str],
+    *,
+    model_name: str = "pe-seg",
+    model_version: str = "",
+    series_description: str = "PE segmentation (pe-seg)",
+) -> Path:
+    """Write ``mask`` as a binary DICOM SEG referencing the series ``image`` was read from, atomically.
+
+    Args:
+        mask: uint8/bool ``[i, j, k]`` on ``image``'s grid (1 = embolus).
+        image: a volume read by :func:`~pe_segmentation.io.dicom_reader.read_dicom_series` (its metadata lists
+            the files and SOP instance UIDs in grid order).
+        path: the output file (``.dcm``).
+        model_name: the algorithm's name in the segment's AlgorithmIdentificationSequence.
+        model_version: its version (e.g. the start of the model file's hash).
+        series_description: SeriesDescription of the SEG series.
+
+    Raises:
+        InputDataError: ``image`` is not from a DICOM series, or its files cannot be re-read.
+        OutputError: the mask does not fit the image or the file cannot be written.
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    path = Path(path)
+    if not can_write_dicom_seg(image):
+        raise InputDataError(f"{path}: DICOM SEG needs an input read from a DICOM series")
+    if mask.shape != image.shape:
+        raise OutputError(f"{path}: mask shape {mask.shape} differs from the image's {image.shape}")
+    sources = _source_headers(image.metadata["files"])
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=model_name,
+        family=codes.cid7162.ArtificialIntelligence,
+        version=model_version or __version__,
+        source="pe-seg",
+    )
+    segment = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label="Pulmonary embolus",
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Embolus,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm,
+        anatomic_regions=[codes.SCT.PulmonaryArtery],
+    )
+    source_number = image.metadata.get("series_number")
+    # frames follow the source slices (k), each frame is rows (j) x columns (i)
+    frames = np.ascontiguousarray(np.asarray(mask, dtype=np.uint8).transpose(2, 1, 0))
+    seg = hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=frames,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[segment],
+        series_instance_uid=hd.UID(),
+        series_number=(int(source_number) if source_number is not None else 0) + SEG_SERIES_NUMBER_OFFSET,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="pe-seg",
+        manufacturer_model_name=model_name[:64],
+        software_versions=__version__,
+        device_serial_number=(model_version or "0")[:64],
+        omit_empty_frames=bool(frames.any()),  # an empty SEG ("no clot found") keeps all frames
+        series_description=series_description,
+    )
+    with atomic_output(path) as tmp:
+        seg.save_as(tmp)
+    return path

@@ -1,0 +1,244 @@
+"""Write one case's results: mask, probability map, DICOM SEG, JSON report and PNG preview.
+
+Every file is written atomically (:mod:`pe_segmentation.io.atomic`); :func:`write_case` additionally writes a
+case into a hidden staging folder that is renamed into place only when every file is there, so a case that
+fails leaves nothing behind (:func:`staged_case_folder`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from pe_segmentation.errors import OutputError
+from pe_segmentation.inference.dicom_seg import can_write_dicom_seg, write_dicom_seg
+from pe_segmentation.inference.predictor import Prediction
+from pe_segmentation.inference.report import case_report
+from pe_segmentation.io.atomic import atomic_write_text
+from pe_segmentation.io.volume import Volume
+from pe_segmentation.io.volume_files import write_volume
+from pe_segmentation.visualization import OverlayPanel, save_overlay_grid
+
+__all__ = [
+    "MASK_NAME",
+    "PREVIEW_NAME",
+    "PROBABILITY_NAME",
+    "REPORT_NAME",
+    "SEG_NAME",
+    "OutputOptions",
+    "save_preview",
+    "staged_case_folder",
+    "write_case",
+]
+
+MASK_NAME = "mask.nii.gz"
+PROBABILITY_NAME = "probability.nii.gz"
+SEG_NAME = "seg.dcm"
+REPORT_NAME = "report.json"
+PREVIEW_NAME = "preview.png"
+
+
+_SCALAR_LIST = re.compile(r"\[\n\s+([^\[\]{}]*?)\n\s*\]")
+
+
+def report_json(report: Mapping[str, Any]) -> str:
+    """Indented JSON with lists of numbers (coordinates, boxes, affine rows) kept on one line."""
+    text = json.dumps(report, indent=2)
+    return _SCALAR_LIST.sub(lambda m: "[" + re.sub(r",\n\s+", ", ", m.group(1)) + "]", text) + "\n"
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """Which files a case gets besides the mask and the report.
+
+    Attributes:
+        probability: ``probability.nii.gz`` (float32 embolus probability on the input grid).
+        dicom_seg: ``seg.dcm`` when the input is a DICOM series.
+        preview: ``preview.png``.
+        hu_window: display window of the preview, in HU.
+    """
+
+    probability: bool = False
+    dicom_seg: bool = True
+    preview: bool = True
+    hu_window: tuple[float, float] = (-100.0, 500.0)
+
+
+@contextlib.contextmanager
+def staged_case_folder(output: Path, case: str) -> Iterator[Path]:
+    """Yield a hidden folder to write a case into; on success it replaces ``output/case`` whole.
+
+    On any error the staging folder is removed and an existing ``output/case`` is left as it was.
+    """
+    final = output / case
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{output}: cannot create output folder ({err.strerror or err})") from err
+    staging = output / f".{case}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        yield staging
+        old = output / f".{case}.old-{os.getpid()}"
+        if final.exists():
+            os.replace(final, old)
+        os.replace(staging, final)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise OutputError(f"{final}: cannot write ({err.strerror or err})") from err
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _ras_view(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The array flipped/transposed to the closest RAS axes (a view) and the affine of that view."""
+    ornt = nib.orientations.io_orientation(affine)
+    view = nib.orientations.apply_orientation(array, ornt)
+    return view, affine @ nib.orientations.inv_ornt_aff(ornt, array.shape)
+
+
+def save_preview(
+    image: Volume,
+    mask: np.ndarray,
+    clots: list[Mapping[str, Any]],
+    path: Path,
+    hu_window: tuple[float, float] = (-100.0, 500.0),
+    title: str = "",
+    max_panels: int = 4,
+) -> Path:
+    """Axial slices (closest RAS orientation) through the centroids of the largest clots, mask in red.
+
+    With no clot, the middle axial slice is shown.
+    """
+    ct, affine = _ras_view(image.array, image.affine)
+    labels, _ = _ras_view(mask, image.affine)
+    to_index = np.linalg.inv(affine)
+    chosen: list[tuple[int, str]] = []
+    for clot in clots:
+        k = int(np.rint((to_index @ np.append(clot["centroid_ras_mm"], 1.0))[2]))
+        k = min(max(k, 0), ct.shape[2] - 1)
+        if all(k != seen for seen, _ in chosen):
+            chosen.append((k, f"clot {clot['id']}: {clot['volume_ml']:.2f} mL (axial {k})"))
+        if len(chosen) == max_panels:
+            break
+    if not chosen:
+        chosen = [(ct.shape[2] // 2, f"no clot found (axial {ct.shape[2] // 2})")]
+    low, high = hu_window
+    panels = [
+        OverlayPanel(
+            np.clip((ct[:, :, k].astype(np.float32) - low) / (high - low), 0, 1), labels[:, :, k], text
+        )
+        for k, text in sorted(chosen)
+    ]
+    return save_overlay_grid(panels, path, columns=len(panels), title=title or None)
+
+
+def write_case(
+    prediction: Prediction,
+    folder: Path,
+    case: str,
+    options: OutputOptions,
+    model: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    seconds: Mapping[str, float] | None = None,
+    started: float | None = None,
+) -> dict[str, Any]:
+    """Write every output of one case into ``folder`` (the report last, with the write timings).
+
+    Args:
+        prediction: the predictor's result.
+        folder: the case's output folder (normally a staging folder, see :func:`staged_case_folder`).
+        case: the case name.
+        options: which optional files to write.
+        model: the model's identity for the report (file name, hash, name, ...).
+        settings: how the case was run, for the report.
+        seconds: timings measured before the prediction's own (e.g. discovery); added to the report.
+        started: ``time.perf_counter()`` when the case began; the report's ``total`` counts from it.
+
+    Returns:
+        The report.
+    """
+    timings = {**(seconds or {}), **prediction.seconds}
+    outputs: dict[str, str] = {"mask": MASK_NAME}
+    if options.probability and prediction.probability is not None:
+        outputs["probability"] = PROBABILITY_NAME
+
+    def write_nifti() -> float:
+        begin = time.perf_counter()
+        write_volume(prediction.mask, folder / MASK_NAME)
+        if "probability" in outputs:
+            write_volume(prediction.probability, folder / PROBABILITY_NAME)  # type: ignore[arg-type]
+        return time.perf_counter() - begin
+
+    # NIfTI compression runs in C without the GIL: it overlaps the DICOM SEG, report and preview
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        nifti = pool.submit(write_nifti)
+        if options.dicom_seg and can_write_dicom_seg(prediction.image):
+            start = time.perf_counter()
+            write_dicom_seg(
+                prediction.mask.array,
+                prediction.image,
+                folder / SEG_NAME,
+                model_name=f"pe-seg {model.get('name') or 'model'}",
+                model_version=str(model.get("sha256", ""))[:16],
+            )
+            outputs["dicom_seg"] = SEG_NAME
+            timings["write_dicom_seg"] = time.perf_counter() - start
+        report = _report_and_preview(prediction, folder, case, options, model, settings, timings, outputs)
+        report["seconds"]["write_nifti"] = round(nifti.result(), 3)
+    report["outputs"]["report"] = REPORT_NAME
+    if started is not None:
+        report["seconds"]["total"] = round(time.perf_counter() - started, 3)
+    atomic_write_text(folder / REPORT_NAME, report_json(report))
+    return report
+
+
+def _report_and_preview(
+    prediction: Prediction,
+    folder: Path,
+    case: str,
+    options: OutputOptions,
+    model: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    timings: Mapping[str, float],
+    outputs: Mapping[str, str],
+) -> dict[str, Any]:
+    report = case_report(
+        case,
+        prediction.image,
+        prediction.mask.array,
+        prediction.roi,
+        prediction.roi_probability,
+        settings,
+        timings,
+        model,
+        outputs,
+    )
+    if options.preview:
+        start = time.perf_counter()
+        save_preview(
+            prediction.image,
+            prediction.mask.array,
+            report["clots"],
+            folder / PREVIEW_NAME,
+            options.hu_window,
+            title=f"{case}: {report['totals']['clot_count']} clot(s), {report['totals']['clot_burden_ml']:.2f} mL",
+        )
+        report["outputs"]["preview"] = PREVIEW_NAME
+        report["seconds"]["write_preview"] = round(time.perf_counter() - start, 3)
+    return report

@@ -1,0 +1,440 @@
+"""Predict clot masks for new CTs with a trained checkpoint, on the original image grid.
+
+The preprocessing comes from the checkpoint's saved config (never a second copy), the network from the
+registry, the whole-volume inferer from :func:`~pe_segmentation.inference.inferer.build_inferer`, autocast and
+channels-last from :class:`~pe_segmentation.inference.inferer.AutocastInferer`.
+
+Where time goes is chosen with care, since inference is what users run most, often on a CPU:
+
+* the CT is read once (the writers need its DICOM identity and geometry too) and handed to the transform
+  chain through :class:`PreloadedReader`, already in the memory layout MONAI wants;
+* each window yields one channel, the embolus logit (:class:`EmbolusLogit`), so the sliding-window buffers
+  hold one channel instead of one per class, and no multi-class logits exist at the original resolution;
+* the probability is brought back to the original grid only around voxels that can reach the threshold
+  (:func:`~pe_segmentation.inference.postprocess.probability_to_mask`), unless the whole map is asked for.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from monai.transforms import Compose, Spacingd
+
+from pe_segmentation.config import Config, replace_section
+from pe_segmentation.data.transforms import build_inference_transforms
+from pe_segmentation.engine.checkpoint import load_checkpoint, load_model_weights
+from pe_segmentation.errors import CheckpointError, ConfigError
+from pe_segmentation.inference.devices import inference_device, inference_precision, stitch_device
+from pe_segmentation.inference.inferer import AutocastInferer, build_inferer
+from pe_segmentation.inference.postprocess import (
+    GridMapping,
+    bounding_box,
+    probability_to_mask,
+    remove_small_components,
+)
+from pe_segmentation.io.loader import load_volume
+from pe_segmentation.io.monai_reader import PESegReader
+from pe_segmentation.io.volume import Volume
+from pe_segmentation.networks import build_network
+
+__all__ = [
+    "FAST_OVERLAP",
+    "FAST_SPACING_FACTOR",
+    "EmbolusLogit",
+    "Prediction",
+    "Predictor",
+    "PreloadedReader",
+    "flip_combinations",
+    "remove_small_components",
+]
+
+log = logging.getLogger(__name__)
+
+#: ``--fast``: the network grid is this many times coarser than the training spacing along each axis ...
+FAST_SPACING_FACTOR = 1.5
+#: ... and windows overlap this much (docs/inference.md gives the agreement this costs).
+FAST_OVERLAP = 0.0
+
+
+@dataclass
+class Prediction:
+    """A predicted clot mask on the input's own grid, and what it took.
+
+    Attributes:
+        mask: uint8 (1 = embolus) with the input's shape and affine.
+        roi: a box (original voxels) holding every mask voxel; ``None`` for an empty mask.
+        roi_probability: embolus probability inside ``roi`` (exact at every mask voxel).
+        probability: the whole probability map (float32, input grid) when asked for, else ``None``.
+        image: the input CT as read (the writers use its DICOM identity; the preview its voxels).
+        seconds: time per stage: ``load``, ``preprocess``, ``network``, ``postprocess``.
+        details: how the case was run (network grid, device, precision, windows, TTA, ...).
+    """
+
+    mask: Volume
+    roi: tuple[slice, slice, slice] | None
+    roi_probability: np.ndarray | None
+    probability: Volume | None
+    image: Volume
+    seconds: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class PreloadedReader(PESegReader):
+    """Serve an already-read :class:`Volume` to ``LoadImaged``, so that a case is read from disk once.
+
+    The voxels are handed over as a C-contiguous float32 ``[i, j, k]`` array, which is what ``LoadImage``
+    would otherwise make with NumPy; a DICOM volume is stored ``[k, j, i]`` and torch's multi-threaded copy
+    transposes it about twice as fast.
+    """
+
+    def __init__(self, volume: Volume) -> None:
+        super().__init__(series_uid=None, dtype=None)
+        self.volume = volume
+
+    def verify_suffix(self, filename: Any) -> bool:
+        return True
+
+    def read(self, data: Any, **kwargs: Any) -> list[Volume]:
+        return [self.volume]
+
+    def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
+        array, meta = super().get_data(img)
+        if not (array.dtype == np.float32 and array.flags.c_contiguous):
+            source = torch.from_numpy(np.ascontiguousarray(array) if array.strides[0] < 0 else array)
+            out = torch.empty(array.shape, dtype=torch.float32)
+            out.copy_(source)
+            array = out.numpy()
+        return array, meta
+
+
+def flip_combinations(spatial_dims: int) -> list[tuple[int, ...]]:
+    """Every subset of the spatial axes of a ``(B, C, *spatial)`` batch: ``()`` (no flip) first, then
+    single-axis flips, and so on (8 for 3D, 4 for 2D)."""
+    axes = range(2, 2 + spatial_dims)
+    return [combo for r in range(spatial_dims + 1) for combo in itertools.combinations(axes, r)]
+
+
+class EmbolusLogit(nn.Module):
+    """A network whose windows yield one channel: the embolus log-odds (optionally averaged over flips).
+
+    For ``C`` output classes with the embolus at index ``embolus_channel`` (1), the log-odds is
+    ``logit[1] - logsumexp(other logits)``, so ``sigmoid`` of it is the softmax probability of the embolus
+    class; for 2 classes it is ``logit[1] - logit[0]``, which is linear in the logits, so Gaussian blending
+    of windows gives exactly the log-odds of the blended logits that MONAI would compute. A 1-channel network
+    is taken as a sigmoid network. Logits are taken in float32 even under autocast.
+
+    Args:
+        network: the segmentation network (eval mode is set by the caller).
+        embolus_channel: output channel of the embolus class.
+        flips: test-time augmentation: the axes to flip for each pass (``[()]``: no augmentation); the
+            log-odds of all passes are averaged after flipping each back.
+        memory_format: memory format of each network input (flipping returns a standard-layout tensor).
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        embolus_channel: int = 1,
+        flips: Sequence[tuple[int, ...]] = ((),),
+        memory_format: torch.memory_format | None = None,
+    ) -> None:
+        super().__init__()
+        if not flips:
+            raise ValueError("flips must hold at least one entry (() means no flip)")
+        self.network = network
+        self.embolus_channel = int(embolus_channel)
+        self.flips = [tuple(int(a) for a in f) for f in flips]
+        self.memory_format = memory_format
+
+    def log_odds(self, logits: torch.Tensor) -> torch.Tensor:
+        """``(B, C, ...)`` logits to ``(B, 1, ...)`` float32 embolus log-odds."""
+        logits = logits.float()
+        channels = logits.shape[1]
+        if channels == 1:
+            return logits
+        index = self.embolus_channel
+        if not 0 <= index < channels:
+            raise ValueError(f"embolus channel {index} is not among the network's {channels} outputs")
+        target = logits[:, index : index + 1]
+        others = torch.cat([logits[:, :index], logits[:, index + 1 :]], dim=1)
+        if channels == 2:
+            return target - others
+        return target - torch.logsumexp(others, dim=1, keepdim=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = None
+        for axes in self.flips:
+            inputs = torch.flip(x, axes) if axes else x
+            if axes and self.memory_format is not None:
+                inputs = inputs.contiguous(memory_format=self.memory_format)
+            outputs = self.network(inputs)
+            if isinstance(outputs, (list, tuple)):  # deep supervision outside eval mode: the final output
+                outputs = outputs[0]
+            logit = self.log_odds(outputs)
+            if axes:
+                logit = torch.flip(logit, axes)
+            total = logit if total is None else total + logit
+        assert total is not None
+        return total if len(self.flips) == 1 else total / len(self.flips)
+
+
+def _fast_config(config: Config) -> Config:
+    """The config of ``--fast``: the training spacing made :data:`FAST_SPACING_FACTOR` times coarser."""
+    spacing = config.preprocessing.spacing
+    if spacing is None or all(v is None for v in spacing):
+        log.warning("--fast: this model keeps the input spacing, so only the window overlap is reduced")
+        return config
+    coarser = [None if v is None else float(v) * FAST_SPACING_FACTOR for v in spacing]
+    return replace_section(config, "preprocessing", spacing=coarser)
+
+
+def _split_at_resampling(chain: Compose) -> tuple[Compose, Compose]:
+    """The chain before its first ``Spacingd`` and from it on (the grid before resampling fixes the body box)."""
+    steps = list(chain.transforms)
+    index = next((i for i, step in enumerate(steps) if isinstance(step, Spacingd)), len(steps))
+    return Compose(steps[:index]), Compose(steps[index:])
+
+
+class Predictor:
+    """A network with its preprocessing and post-processing, ready to segment CTs.
+
+    Args:
+        network: the trained network.
+        config: the config it was trained with (preprocessing, window size, inference defaults).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (or a ``torch.device``).
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (see :mod:`pe_segmentation.inference.devices`).
+        overlap: window overlap; default ``inference.overlap`` (``--fast``: :data:`FAST_OVERLAP`).
+        sw_batch_size: windows per forward pass; default ``inference.sw_batch_size``.
+        threshold: probability at or above which a voxel is embolus, in (0, 1]; default ``inference.threshold``.
+        min_volume_mm3: clots smaller than this are dropped; default ``inference.min_volume_mm3``.
+        tta: average the prediction over all flips of the spatial axes (8 passes in 3D).
+        fast: resample :data:`FAST_SPACING_FACTOR` times coarser than in training, with less overlap.
+        channels_last: run the network in channels-last memory format (faster with bf16 on CPUs).
+        progress: MONAI's progress bar over the windows.
+        model_info: what reports say about the model (file, hash, epoch, ...).
+
+    Raises:
+        ConfigError: a bad device, precision, threshold, overlap or window batch.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        config: Config,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        *,
+        overlap: float | None = None,
+        sw_batch_size: int | None = None,
+        threshold: float | None = None,
+        min_volume_mm3: float | None = None,
+        tta: bool = False,
+        fast: bool = False,
+        channels_last: bool = True,
+        progress: bool = False,
+        model_info: dict[str, Any] | None = None,
+    ) -> None:
+        self.trained_config = config
+        self.config = _fast_config(config) if fast else config
+        settings = config.inference
+        self.threshold = float(settings.threshold if threshold is None else threshold)
+        self.min_volume_mm3 = float(settings.min_volume_mm3 if min_volume_mm3 is None else min_volume_mm3)
+        if overlap is None:
+            overlap = FAST_OVERLAP if fast else settings.overlap
+        self.overlap = float(overlap)
+        self.sw_batch_size = int(settings.sw_batch_size if sw_batch_size is None else sw_batch_size)
+        if not 0.0 < self.threshold <= 1.0:
+            raise ConfigError(f"threshold must be in (0, 1], got {self.threshold:g}")
+        if self.min_volume_mm3 < 0:
+            raise ConfigError(f"min volume must be >= 0 mm^3, got {self.min_volume_mm3:g}")
+        if not 0.0 <= self.overlap < 1.0:
+            raise ConfigError(f"overlap must be in [0, 1), got {self.overlap:g}")
+        if self.sw_batch_size < 1:
+            raise ConfigError(f"window batch size must be >= 1, got {self.sw_batch_size}")
+        self.tta = bool(tta)
+        self.fast = bool(fast)
+        self.progress = bool(progress)
+        self.model_info = dict(model_info or {})
+
+        self.device = device if isinstance(device, torch.device) else inference_device(device)
+        self.precision = inference_precision(precision, self.device)
+        spatial_dims = self.config.patch.spatial_dims
+        self.memory_format = None
+        if channels_last:
+            self.memory_format = torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
+        network = network.to(self.device).eval()
+        if self.memory_format is not None:
+            network = network.to(memory_format=self.memory_format)
+        self.network = network
+        flips = flip_combinations(spatial_dims) if self.tta else [()]
+        self.window_network = EmbolusLogit(network, flips=flips, memory_format=self.memory_format).eval()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike[str], device: str = "auto", precision: str = "auto", **options: Any) -> Predictor:  # fmt: skip
+        """Load weights and config from a pe-seg checkpoint (``weights_only`` loading).
+
+        Args:
+            path: a checkpoint written by ``pe-seg train`` (``best.pt``, ``last.pt``, ...).
+            device: see :class:`Predictor`.
+            precision: see :class:`Predictor`.
+            options: the keyword arguments of :class:`Predictor`.
+
+        Raises:
+            CheckpointError: missing, corrupt or unsafe file, no saved config, or weights that do not fit.
+        """
+        path = Path(path)
+        checkpoint = load_checkpoint(path)
+        saved = checkpoint.get("config")
+        if not isinstance(saved, dict):
+            raise CheckpointError(
+                f"{path}: holds no training config (a bare state dict?); inference needs the preprocessing "
+                "and network settings that pe-seg saves in its checkpoints"
+            )
+        try:
+            config = Config.from_dict(saved)
+        except ConfigError as err:
+            raise CheckpointError(f"{path}: its saved config is not valid here ({err})") from None
+        network = build_network(config.model.name, **config.model.params)
+        load_model_weights(network, checkpoint, config.model.to_dict(), str(path))
+        info = {
+            "file": path.name,
+            "name": config.model.name,
+            "kind": checkpoint.get("kind"),
+            "epoch": (checkpoint.get("trainer") or {}).get("epoch"),
+            "metrics": checkpoint.get("metrics") or {},
+            "saved_at": checkpoint.get("saved_at"),
+            "versions": checkpoint.get("versions") or {},
+        }
+        return cls(network, config, device, precision, model_info=info, **options)
+
+    # ------------------------------------------------------------------------------------------ prediction
+
+    def settings(self) -> dict[str, Any]:
+        """The settings of this predictor, as the report lists them."""
+        return {
+            "device": str(self.device),
+            "precision": self.precision.name,
+            "channels_last": self.memory_format is not None,
+            "threshold": self.threshold,
+            "min_volume_mm3": self.min_volume_mm3,
+            "overlap": self.overlap,
+            "sw_batch_size": self.sw_batch_size,
+            "roi_size": list(self.config.validation.roi_size or self.config.patch.patch_size or ()),
+            "spacing_mm": None
+            if self.config.preprocessing.spacing is None
+            else list(self.config.preprocessing.spacing),
+            "tta": self.tta,
+            "fast": self.fast,
+        }
+
+    @torch.no_grad()
+    def predict(
+        self,
+        image: Volume | str | os.PathLike[str],
+        series_uid: str | None = None,
+        full_probability: bool = False,
+    ) -> Prediction:
+        """Segment one CT; outputs share the input's shape and affine.
+
+        Args:
+            image: a read :class:`Volume` (HU), or a DICOM folder/file or NIfTI/NRRD/MHA file to read.
+            series_uid: for a DICOM folder with several series, the series to read (default: the series rule).
+            full_probability: also compute the whole probability map on the original grid.
+
+        Raises:
+            InputDataError: the input cannot be read or is not a usable CT.
+        """
+        seconds: dict[str, float] = {}
+        start = time.perf_counter()
+        volume = image if isinstance(image, Volume) else load_volume(image, series_uid)
+        seconds["load"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        chain = build_inference_transforms(self.config.preprocessing, reader=PreloadedReader(volume))
+        before, after = _split_at_resampling(chain)
+        data = before({"image": str(volume.metadata.get("source", "volume"))})
+        cropped_affine = np.asarray(data["image"].affine, dtype=np.float64)
+        cropped_shape = tuple(data["image"].shape[1:])
+        data = after(data)
+        prepared = data["image"]
+        mapping = GridMapping.from_affines(
+            volume.affine,
+            volume.shape,
+            cropped_affine,
+            cropped_shape,
+            np.asarray(prepared.affine, dtype=np.float64),
+            tuple(prepared.shape[1:]),
+        )
+        tensor = prepared.as_tensor() if hasattr(prepared, "as_tensor") else torch.as_tensor(prepared)
+        del data, prepared
+        seconds["preprocess"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        probability, stitch = self._network_probability(tensor)
+        seconds["network"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        result = probability_to_mask(probability, mapping, self.threshold, full_probability)
+        mask, roi, roi_probability = result.mask, result.roi, result.roi_probability
+        if roi is not None and self.min_volume_mm3 > 0:
+            kept = remove_small_components(mask[roi], volume.spacing, self.min_volume_mm3)
+            mask[roi] = kept
+            inner = bounding_box(kept)
+            if inner is None:
+                roi, roi_probability = None, None
+            else:
+                roi_probability = roi_probability[inner]  # type: ignore[index]
+                roi = tuple(
+                    slice(r.start + i.start, r.start + i.stop) for r, i in zip(roi, inner, strict=True)
+                )  # type: ignore[assignment]
+        seconds["postprocess"] = time.perf_counter() - start
+
+        source = {"source": volume.metadata.get("source", "")}
+        details = {
+            **self.settings(),
+            "stitch_device": str(stitch),
+            "network_grid": list(mapping.network_shape),
+            "body_box": [[s.start, s.stop - 1] for s in mapping.body_box],
+        }
+        full = None
+        if result.probability is not None:
+            full = Volume(result.probability, volume.affine.copy(), dict(source))
+        return Prediction(
+            mask=Volume(mask, volume.affine.copy(), dict(source)),
+            roi=roi,
+            roi_probability=roi_probability,
+            probability=full,
+            image=volume,
+            seconds=seconds,
+            details=details,
+        )
+
+    def _network_probability(self, image: torch.Tensor) -> tuple[np.ndarray, torch.device]:
+        """Sliding-window embolus probability of a preprocessed ``(1, *spatial)`` image on its own grid."""
+        voxels = int(np.prod(image.shape[1:]))
+        stitch = stitch_device(self.device, voxels)
+        inferer = build_inferer(
+            self.config,
+            self.overlap,
+            self.sw_batch_size,
+            sw_device=self.device,
+            device=stitch,
+            progress=self.progress,
+        )
+        wrapped = AutocastInferer(inferer, self.precision, self.memory_format)
+        batch = image.unsqueeze(0).to(stitch)
+        log_odds = wrapped(batch, self.window_network)
+        if isinstance(log_odds, (list, tuple)):
+            log_odds = log_odds[0]
+        probability = torch.sigmoid(torch.as_tensor(log_odds)[0, 0].float()).cpu().numpy()
+        return probability, stitch
