@@ -2,10 +2,12 @@
 
 * a NIfTI/NRRD/MHA file: one case, named after the file (``case_001.nii.gz`` -> ``case_001``);
 * a DICOM file: its series (the other files of the series in its folder), named after the folder;
-* a folder: every volume file under it is a case, and its DICOM files are grouped by StudyInstanceUID:
-  one study is one case, whose series is picked by the series rule of
-  :mod:`pe_segmentation.io.dicom_scan` (so a series folder and a study folder holding several series both
-  give one case), several studies give one case each, named after the folder that holds the study;
+* a flat folder of DICOM files (no subfolder, no volume file): one case, a series or a study whose series is
+  picked by the series rule of :mod:`pe_segmentation.io.dicom_scan` when it is read;
+* any other folder: every volume file under it is a case, and its DICOM files are grouped by
+  StudyInstanceUID: one study is one case, whose series is picked by the series rule (so a study folder with
+  one subfolder per series is one case), several studies give one case each, named after the folder that
+  holds the study;
 * a glob pattern (``'scans/*.nii.gz'``, ``'patients/*'``): each match is one case as above (a matched
   folder is one series or study).
 
@@ -104,6 +106,11 @@ def _study_cases(root: Path, scan: DicomScan) -> list[CaseInput]:
 
 def _folder_cases(root: Path) -> list[CaseInput]:
     """Volume files under ``root`` (each a case) and its DICOM studies (each a case)."""
+    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    if entries and not any(p.is_dir() or is_volume_file(p) for p in entries) and _is_dicom(entries[0]):
+        # a flat folder of DICOM files (a series or a study): one case, whose headers are read once, when
+        # the series rule picks the series
+        return [CaseInput(_safe_name((root.name,), "dicom"), root)]
     volumes = sorted(p for p in root.rglob("*") if p.is_file() and is_volume_file(p))
     cases = [
         CaseInput(_safe_name((*p.relative_to(root).parent.parts, case_name(p)), "case"), p) for p in volumes
@@ -117,6 +124,13 @@ def _folder_cases(root: Path) -> list[CaseInput]:
     if not cases:
         raise InputDataError(f"{root}: no DICOM series and no NIfTI/NRRD/MHA files found")
     return cases
+
+
+def _is_dicom(path: Path) -> bool:
+    try:
+        return input_kind(path) == "dicom"
+    except InputDataError:
+        return False
 
 
 def _single(path: Path) -> list[CaseInput]:

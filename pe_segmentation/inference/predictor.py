@@ -54,6 +54,7 @@ __all__ = [
     "Prediction",
     "Predictor",
     "PreloadedReader",
+    "c_order",
     "flip_combinations",
     "remove_small_components",
 ]
@@ -89,12 +90,29 @@ class Prediction:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+def c_order(array: np.ndarray, dtype: np.dtype | type = np.float32) -> np.ndarray:
+    """``array`` as a C-contiguous ``dtype`` array (what MONAI's ``LoadImage`` makes of it), copied fast.
+
+    A DICOM volume is stored slice by slice, so its ``[i, j, k]`` array is Fortran-ordered and a C-order copy
+    is a full 3D transpose, which NumPy and torch do at about 1 s for a 512 x 512 x 300 CT. Copying (and
+    converting) one ``[:, j, :]`` plane at a time keeps source and destination of each step in cache, several
+    times faster, and makes one array instead of a transposed copy and then a converted one.
+    """
+    if array.ndim != 3 or (array.flags.c_contiguous and array.dtype == dtype):
+        return np.ascontiguousarray(array, dtype=dtype)
+    out = np.empty(array.shape, dtype=dtype)
+    plane = np.empty((array.shape[0], array.shape[2]), dtype=array.dtype)  # transpose first, convert after
+    for j in range(array.shape[1]):
+        plane[...] = array[:, j, :]
+        out[:, j, :] = plane
+    return out
+
+
 class PreloadedReader(PESegReader):
     """Serve an already-read :class:`Volume` to ``LoadImaged``, so that a case is read from disk once.
 
-    The voxels are handed over as a C-contiguous float32 ``[i, j, k]`` array, which is what ``LoadImage``
-    would otherwise make with NumPy; a DICOM volume is stored ``[k, j, i]`` and torch's multi-threaded copy
-    transposes it about twice as fast.
+    The voxels are handed over as the C-contiguous float32 array that ``LoadImaged`` would make of them, only
+    faster (:func:`c_order`).
     """
 
     def __init__(self, volume: Volume) -> None:
@@ -109,12 +127,7 @@ class PreloadedReader(PESegReader):
 
     def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
         array, meta = super().get_data(img)
-        if not (array.dtype == np.float32 and array.flags.c_contiguous):
-            source = torch.from_numpy(np.ascontiguousarray(array) if array.strides[0] < 0 else array)
-            out = torch.empty(array.shape, dtype=torch.float32)
-            out.copy_(source)
-            array = out.numpy()
-        return array, meta
+        return c_order(array), meta
 
 
 def flip_combinations(spatial_dims: int) -> list[tuple[int, ...]]:

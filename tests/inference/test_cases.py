@@ -25,9 +25,24 @@ def test_a_volume_file_a_series_folder_and_a_dicom_file(tmp_path, series_writer)
     folder = series_writer(IMAGE, "patient_a")
     (case,) = discover_cases(folder)
     assert case.name == "patient_a"
-    assert case.series_uid == read_dicom_series(folder).volume.metadata["series_uid"]
+    assert case.path == folder
+    assert case.series_uid is None  # a flat folder: the series rule decides when it is read
     (case,) = discover_cases(sorted(folder.iterdir())[0])
     assert case.name == "patient_a"
+
+
+def test_a_flat_folder_with_several_series_is_one_case(tmp_path, series_writer):
+    series_writer(
+        IMAGE, "flat", series_number=3, study_instance_uid="1.2.3.4", series_instance_uid="1.2.3.4.3"
+    )
+    for path in (tmp_path / "flat").iterdir():
+        path.rename(tmp_path / "flat" / f"ct_{path.name}")
+    series_writer(SCOUT, "scout", series_number=1, study_instance_uid="1.2.3.4", extra_tags=LOCALIZER)
+    for path in (tmp_path / "scout").iterdir():
+        path.rename(tmp_path / "flat" / f"scout_{path.name}")
+    (case,) = discover_cases(tmp_path / "flat")
+    assert case.name == "flat"
+    assert read_dicom_series(case.path, case.series_uid).volume.metadata["series_uid"] == "1.2.3.4.3"
 
 
 def test_a_study_folder_with_several_series_is_one_case_with_the_series_rule(tmp_path, series_writer):

@@ -177,3 +177,14 @@ def test_worker_processes_give_the_same_results(tmp_path, checkpoint, run_infer)
         one = read_volume(tmp_path / "one" / f"ct{seed}" / "mask.nii.gz").array
         two = read_volume(tmp_path / "two" / f"ct{seed}" / "mask.nii.gz").array
         np.testing.assert_array_equal(one, two)
+
+
+def test_under_torchrun_each_process_takes_its_share(tmp_path, checkpoint, run_infer, monkeypatch):
+    cases = tmp_path / "cases"
+    for seed in range(3):
+        write_volume(make_ct(OBLIQUE, seed=seed), cases / f"ct{seed}.nii.gz")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert run_infer("-i", cases, "-o", tmp_path / "out", "--checkpoint", checkpoint, "--device", "cpu") == 0
+    assert _files(tmp_path / "out") == ["ct1"]  # rank 1 of 2: every second case from the second
