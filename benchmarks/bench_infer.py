@@ -155,15 +155,21 @@ def run_pe_seg(series: Path, output: Path, checkpoint: Path, extra: list[str]) -
     }
 
 
-def run_monai(series: Path, output: Path, checkpoint: Path, precision: str) -> dict[str, Any]:
+def run_monai(series: Path, output: Path, checkpoint: Path, variant: str) -> dict[str, Any]:
     args = [__file__, "--child", "monai", "--", str(series), str(output), str(checkpoint)]
-    wall, peak, stdout = run_child([*args, precision])
+    wall, peak, stdout = run_child([*args, variant])
     seconds = json.loads(stdout.strip().splitlines()[-1])
     return {"wall": wall, "peak_gib": peak, "seconds": seconds, "mask": Path(seconds.pop("mask"))}
 
 
-def monai_pipeline(series: str, output: str, checkpoint: str, precision: str) -> None:
-    """The MONAI model-zoo style pipeline (in a child process); prints its stage timings as JSON."""
+def monai_pipeline(series: str, output: str, checkpoint: str, variant: str) -> None:
+    """The MONAI model-zoo style pipeline (in a child process); prints its stage timings as JSON.
+
+    ``variant``: ``fp32`` or ``bf16``, with ``+crop`` for the same pipeline given pe-seg's body crop
+    (``CropForegroundd`` before ``Spacingd``, the checkpoint's threshold and margin), whose windows then lie
+    where pe-seg's do.
+    """
+    precision, _, crop = variant.partition("+")
     seconds: dict[str, Any] = {}
     start = time.perf_counter()
     import torch
@@ -172,6 +178,7 @@ def monai_pipeline(series: str, output: str, checkpoint: str, precision: str) ->
         Activationsd,
         AsDiscreted,
         Compose,
+        CropForegroundd,
         EnsureChannelFirstd,
         Invertd,
         LoadImaged,
@@ -195,13 +202,17 @@ def monai_pipeline(series: str, output: str, checkpoint: str, precision: str) ->
     pre = config.preprocessing
     low, high = pre.hu_window
     load = Compose([LoadImaged("image", image_only=True), EnsureChannelFirstd("image")])
-    preprocess = Compose(
-        [
-            Orientationd("image", axcodes="RAS"),
-            Spacingd("image", pixdim=pre.monai_pixdim, mode="bilinear"),
-            ScaleIntensityRanged("image", a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True),
-        ]
-    )
+    steps: list[Any] = [Orientationd("image", axcodes="RAS")]
+    if crop:
+        threshold = pre.body_threshold_hu
+        steps.append(
+            CropForegroundd(
+                "image", "image", select_fn=lambda x: x > threshold, margin=pre.margin, allow_smaller=True
+            )
+        )
+    steps.append(Spacingd("image", pixdim=pre.monai_pixdim, mode="bilinear"))
+    steps.append(ScaleIntensityRanged("image", a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True))
+    preprocess = Compose(steps)
     roi = tuple(config.validation.roi_size or config.patch.patch_size)
     inferer = SlidingWindowInferer(
         roi, config.inference.sw_batch_size, config.inference.overlap, mode="gaussian"
@@ -295,7 +306,7 @@ def main() -> None:
         "--checkpoint", type=Path, help=f"trained there if missing (default: {CACHE}/bench_infer_unetB_eE.pt)"
     )
     parser.add_argument("--base-channels", type=int, default=16, help="width of the trained model")
-    parser.add_argument("--train-epochs", type=int, default=150)
+    parser.add_argument("--train-epochs", type=int, default=40)
     parser.add_argument(
         "--untrained-width",
         type=int,
@@ -304,7 +315,13 @@ def main() -> None:
     parser.add_argument("--train-cases", type=int, default=7)
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--seed", type=int, default=7, help="phantom seed of the benchmark series")
-    parser.add_argument("--peer", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument(
+        "--peer",
+        nargs="+",
+        default=["fp32", "bf16", "bf16+crop"],
+        choices=["fp32", "bf16", "fp32+crop", "bf16+crop"],
+        help="MONAI pipelines to run (+crop: with pe-seg's body crop, for a like-for-like agreement)",
+    )
     parser.add_argument("--fast", action="store_true", help="also run pe-seg infer --fast")
     parser.add_argument(
         "--repeats", type=int, default=2, help="interleaved runs of each; the fastest is kept"
