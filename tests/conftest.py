@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 import torch
 from scipy.spatial.transform import Rotation
@@ -47,3 +48,12 @@ def series_writer(tmp_path: Path) -> Callable[..., Path]:
         return folder
 
     return write
+
+
+def set_dicom_tags(folder: Path, index: int, **tags: object) -> None:
+    """Set (or, with ``None``, blank) DICOM attributes of the ``index``-th file of ``folder`` (sorted by name)."""
+    path = sorted(folder.iterdir())[index]
+    ds = pydicom.dcmread(path)
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
+    ds.save_as(path)

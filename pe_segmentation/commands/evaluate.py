@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -220,7 +221,8 @@ def run(args: argparse.Namespace) -> int:
     for line in problems:
         log.warning("%s", line)
     quiet = getattr(args, "quiet", False)
-    result = evaluate_cases(matching, args.output, settings, progress=not (args.no_progress or quiet))
+    progress = not (args.no_progress or quiet) and sys.stderr.isatty()  # no bar text in logs and pipes
+    result = evaluate_cases(matching, args.output, settings, progress=progress)
     _log_summary(result.summary)
     log.info("wrote %s", result.files["report"])
     return 0

@@ -112,8 +112,13 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.getLogger("pe_segmentation.io").setLevel(logging.ERROR)  # warnings are part of the report
-    report = describe_input(args.input, args.series_uid)
+    io_log = logging.getLogger("pe_segmentation.io")
+    level = io_log.level
+    io_log.setLevel(logging.ERROR)  # warnings are part of the report
+    try:
+        report = describe_input(args.input, args.series_uid)
+    finally:  # only for this command: later calls in the same process warn as usual
+        io_log.setLevel(level)
     print(json.dumps(report, indent=2, default=_json_default) if args.json else format_report(report))
     if "error" in report:
         from pe_segmentation.errors import EXIT_INPUT

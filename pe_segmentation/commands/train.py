@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from pe_segmentation.config import Config, load_config
-from pe_segmentation.errors import ConfigError
+from pe_segmentation.errors import ConfigError, PESegError
 
 log = logging.getLogger(__name__)
 
@@ -104,16 +107,34 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(args.config, overrides)
 
 
+@contextlib.contextmanager
+def _no_leftover_run_folder(run_dir: Path | None) -> Iterator[None]:
+    """Remove ``run_dir`` if this run created it and fails with a user error before its first checkpoint.
+
+    A run refused for its data, config or checkpoint then leaves nothing that looks like a run; a run that
+    wrote a checkpoint is kept (it can be resumed), and so is any folder that existed before.
+    """
+    created = run_dir is not None and not run_dir.exists()
+    try:
+        yield
+    except PESegError:
+        if created and run_dir is not None and not (run_dir / "checkpoints" / "last.pt").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
 def run(args: argparse.Namespace) -> int:
     from pe_segmentation.engine import run_training
 
     config = config_from_args(args)
-    result = run_training(
-        config,
-        resume=args.resume,
-        init_weights=args.checkpoint,
-        progress=not args.no_progress and not args.quiet and sys.stderr.isatty(),
-    )
+    new_folder = None if args.resume is not None else Path(config.output.run_dir).expanduser()
+    with _no_leftover_run_folder(new_folder):
+        result = run_training(
+            config,
+            resume=args.resume,
+            init_weights=args.checkpoint,
+            progress=not args.no_progress and not args.quiet and sys.stderr.isatty(),
+        )
     if result is not None:  # None on non-zero ranks of a distributed run
         log.info("run folder: %s", result.run_dir)
         if result.best_dice is not None:

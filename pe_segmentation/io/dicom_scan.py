@@ -208,6 +208,10 @@ def _slice_from_header(path: Path, ds: pydicom.Dataset, data_offset: int) -> Dic
     )
 
 
+#: Type 1 in every DICOM object: a file without one of them is cut short or not a DICOM object at all.
+_REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID")
+
+
 def _iter_files(folder: Path):
     for root, dirs, files in os.walk(folder):
         dirs.sort()
@@ -238,7 +242,11 @@ def scan_dicom_folder(folder: str | os.PathLike[str]) -> DicomScan:
             non_dicom.append(path)
             continue
         ds, data_offset = header
-        uid = str(ds.get("SeriesInstanceUID", "")) or f"(no SeriesInstanceUID) {path.parent}"
+        missing = next((k for k in _REQUIRED_UIDS if not str(ds.get(k, "")).strip()), None)
+        if missing is not None:  # pydicom stops quietly at the end of a file cut inside its header
+            unreadable.append((path, f"incomplete header, no {missing} (truncated file?)"))
+            continue
+        uid = str(ds.SeriesInstanceUID)
         series = by_uid.get(uid)
         if series is None:
             series = by_uid[uid] = SeriesInfo(

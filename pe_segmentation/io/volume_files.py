@@ -82,10 +82,55 @@ def read_volume(path: str | os.PathLike[str], *, allow_vector: bool = False) -> 
     volume = reader(path, allow_vector)
     if 0 in volume.shape:
         raise InputDataError(f"{path}: has an empty axis (shape {volume.shape})")
+    _check_affine(volume.affine, path)
     if np.issubdtype(volume.array.dtype, np.floating) and not np.isfinite(volume.array).all():
         bad = int((~np.isfinite(volume.array)).sum())
         raise InputDataError(f"{path}: contains {bad} NaN or infinite voxels")
     return volume
+
+
+def _check_affine(affine: np.ndarray, path: Path) -> None:
+    """Refuse a voxel-to-world matrix that is not finite, has a zero-length axis or (nearly) collinear axes.
+
+    Raises:
+        InputDataError: the geometry cannot place voxels in space (a broken qform/sform or direction matrix).
+    """
+    linear = affine[:3, :3]
+    lengths = np.linalg.norm(linear, axis=0)
+    if not np.isfinite(affine).all() or not (lengths > 0).all():
+        raise InputDataError(
+            f"{path}: degenerate geometry: voxel-to-world matrix {np.round(linear, 4).tolist()} is not finite "
+            "or has a zero-length axis (broken qform/sform or direction)"
+        )
+    if abs(float(np.linalg.det(linear / lengths))) < 1e-3:  # the unit axes span (almost) no volume
+        raise InputDataError(
+            f"{path}: degenerate geometry: the voxel axes of {np.round(linear, 4).tolist()} are collinear "
+            "(broken qform/sform or direction)"
+        )
+
+
+def _nifti_geometry_notes(image: nib.Nifti1Image, path: Path) -> None:
+    """Warn about NIfTI orientation headers that are usable but odd (nibabel's choice of affine is kept:
+    the sform when its code is set, else the qform, else the voxel sizes alone)."""
+    header = image.header
+    try:
+        sform, sform_code = header.get_sform(coded=True)
+        qform, qform_code = header.get_qform(coded=True)
+    except (ValueError, np.linalg.LinAlgError, nib.spatialimages.HeaderDataError):  # reported by the affine
+        return
+    if not sform_code and not qform_code:
+        log.warning(
+            "%s: no qform/sform orientation in the header; axes assumed RAS with the voxel sizes", path
+        )
+    elif sform_code and qform_code and sform is not None and qform is not None:
+        difference = float(np.abs(sform - qform).max())
+        if difference > 1e-3:
+            log.warning(
+                "%s: qform and sform disagree by up to %.3g mm; using the sform (code %d)",
+                path,
+                difference,
+                int(sform_code),
+            )
 
 
 def _read_with_sitk(path: Path, allow_vector: bool) -> Volume:
@@ -111,16 +156,27 @@ def _read_nifti(path: Path, allow_vector: bool) -> Volume:
         elif len(shape) != 3:
             raise InputDataError(f"{path}: is a {len(shape)}D image of shape {shape}; expected one 3D volume")
         array = np.asarray(image.dataobj)
+        affine = image.affine
     except InputDataError:
         raise
-    except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as err:
+    except (
+        OSError,
+        EOFError,
+        ValueError,
+        zlib.error,
+        np.linalg.LinAlgError,
+        nib.filebasedimages.ImageFileError,
+        nib.spatialimages.HeaderDataError,
+    ) as err:
         raise InputDataError(
             f"{path}: cannot read ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
         ) from err
     array = array.reshape(shape[:3])
     if array.dtype == np.float64:
         array = array.astype(np.float32)
-    return Volume(array, image.affine, {"source": str(path), "format": volume_suffix(path)})
+    if isinstance(image, nib.Nifti1Image):
+        _nifti_geometry_notes(image, path)
+    return Volume(array, affine, {"source": str(path), "format": volume_suffix(path)})
 
 
 def _short_itk_reason(detail: str) -> str:

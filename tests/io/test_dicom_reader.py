@@ -9,7 +9,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from conftest import make_affine
+from conftest import make_affine, set_dicom_tags
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
@@ -119,14 +119,6 @@ def test_study_folder_picks_the_largest_original_axial_series_and_skips_localize
     assert chosen_by_uid.volume.shape[2] == 4
 
 
-def _set_tag(folder: Path, index: int, **tags) -> None:
-    path = sorted(folder.iterdir())[index]
-    ds = pydicom.dcmread(path)
-    for keyword, value in tags.items():
-        setattr(ds, keyword, value)
-    ds.save_as(path)
-
-
 def _positions(folder: Path) -> list[Path]:
     return sorted(folder.iterdir())
 
@@ -134,28 +126,31 @@ def _positions(folder: Path) -> list[Path]:
 REFUSALS = {
     "missing slice": (lambda f: _positions(f)[3].unlink(), "missing slices"),
     "duplicate position": (
-        lambda f: _set_tag(f, 4, ImagePositionPatient=pydicom.dcmread(_positions(f)[3]).ImagePositionPatient),
+        lambda f: set_dicom_tags(
+            f, 4, ImagePositionPatient=pydicom.dcmread(_positions(f)[3]).ImagePositionPatient
+        ),
         "duplicate slice positions",
     ),
     "uneven spacing": (
         lambda f: [
-            _set_tag(f, k, ImagePositionPatient=[10.0, -20.0, 30.0 + 2.0 * k + 0.3 * (k % 2)])
+            set_dicom_tags(f, k, ImagePositionPatient=[10.0, -20.0, 30.0 + 2.0 * k + 0.3 * (k % 2)])
             for k in range(8)
         ],
         "non-uniform slice spacing",
     ),
     "gantry tilt": (
         lambda f: [
-            _set_tag(f, k, ImagePositionPatient=[10.0, -20.0 + 0.5 * k, 30.0 + 2.0 * k]) for k in range(8)
+            set_dicom_tags(f, k, ImagePositionPatient=[10.0, -20.0 + 0.5 * k, 30.0 + 2.0 * k])
+            for k in range(8)
         ],
         "gantry tilt",
     ),
     "mixed sizes": (
-        lambda f: _set_tag(f, 2, Rows=10, PixelData=np.zeros((10, 24), np.uint16).tobytes()),
+        lambda f: set_dicom_tags(f, 2, Rows=10, PixelData=np.zeros((10, 24), np.uint16).tobytes()),
         "mixed slice sizes",
     ),
     "mixed orientation": (
-        lambda f: _set_tag(f, 2, ImageOrientationPatient=[1, 0, 0, 0, 0.9, 0.43589]),
+        lambda f: set_dicom_tags(f, 2, ImageOrientationPatient=[1, 0, 0, 0, 0.9, 0.43589]),
         "mixed ImageOrientationPatient",
     ),
     "truncated file": (
@@ -163,10 +158,10 @@ REFUSALS = {
         "truncated file",
     ),
     "missing position": (
-        lambda f: _set_tag(f, 1, ImagePositionPatient=None),
+        lambda f: set_dicom_tags(f, 1, ImagePositionPatient=None),
         "missing or invalid ImagePositionPatient",
     ),
-    "not CT": (lambda f: [_set_tag(f, k, Modality="MR") for k in range(8)], "no CT image series"),
+    "not CT": (lambda f: [set_dicom_tags(f, k, Modality="MR") for k in range(8)], "no CT image series"),
     "single slice": (lambda f: [p.unlink() for p in _positions(f)[1:]], "a single slice"),
 }
 
@@ -212,8 +207,8 @@ def test_non_image_objects_only_are_refused(tmp_path):
 def test_missing_rescale_and_slight_jitter_warn_but_read(hu_volume, series_writer):
     folder = series_writer(hu_volume, signed=True, rescale_intercept=0.0)
     for k in range(8):
-        _set_tag(folder, k, ImagePositionPatient=[10.0, -20.0, 30.0 + 2.0 * k + 0.005 * (k % 2)])
-    _set_tag(folder, 0, RescaleSlope=None, RescaleIntercept=None)
+        set_dicom_tags(folder, k, ImagePositionPatient=[10.0, -20.0, 30.0 + 2.0 * k + 0.005 * (k % 2)])
+    set_dicom_tags(folder, 0, RescaleSlope=None, RescaleIntercept=None)
 
     result = read_dicom_series(folder)
 
