@@ -1,10 +1,18 @@
 """DICOM SEG output: the clot mask as a binary Segmentation object that references its source CT series.
 
-Written with highdicom, so the object carries the source's patient, study and frame of reference, one frame
-per source slice holding clot (empty frames are omitted) with its plane position, and a
-ReferencedSeriesSequence / SourceImageSequence naming the CT instances it was derived from. Viewers and PACS
-(OHIF, 3D Slicer, Orthanc, ...) then show it over the CT. The segment is coded as SNOMED CT "Embolus"
-(55584005) in the category "Morphologically Abnormal Structure", anatomic region "Pulmonary artery".
+Written with highdicom: one frame per source slice holding clot (empty frames are omitted) with its plane
+position, the source's StudyInstanceUID and FrameOfReferenceUID, and a ReferencedSeriesSequence /
+SourceImageSequence naming the CT instances it was derived from, which is what attaches it to its study and
+places it over the CT in viewers and PACS (OHIF, 3D Slicer, Orthanc, ...). The segment is coded as SNOMED CT
+"Embolus" (55584005) in the category "Morphologically Abnormal Structure", anatomic region "Pulmonary artery".
+
+Patient data: by default the SEG is built from a reduced copy of each source header holding only the UIDs,
+modality and image-plane attributes above (:data:`ATTACH_KEYWORDS`), so that the Type 2 patient and study
+attributes the SEG must carry (PatientName, PatientID, PatientBirthDate, PatientSex, AccessionNumber, StudyID,
+StudyDate, StudyTime, ReferringPhysicianName) are present but empty, and nothing else of the source's Patient,
+Study or equipment modules (other IDs, age, weight, institution, ...) is copied. With ``keep_phi=True`` the
+whole source headers are used, and the SEG carries the source's patient and study attributes as highdicom
+copies them (what PACS that file objects by PatientID need).
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from pe_segmentation.errors import InputDataError, OutputError
 from pe_segmentation.io.atomic import atomic_output
 from pe_segmentation.io.volume import Volume
 
-__all__ = ["SEG_SERIES_NUMBER_OFFSET", "can_write_dicom_seg", "write_dicom_seg"]
+__all__ = ["ATTACH_KEYWORDS", "SEG_SERIES_NUMBER_OFFSET", "can_write_dicom_seg", "write_dicom_seg"]
 
 #: The SEG's SeriesNumber is the source's plus this (1000 when the source has none).
 SEG_SERIES_NUMBER_OFFSET = 1000
@@ -41,19 +49,50 @@ _TYPE2_FROM_SOURCE = (
 )
 
 
+#: What the SEG takes from each source header without ``keep_phi``: the UIDs and plane geometry that attach
+#: it to its study, series and frame of reference, and nothing that identifies the patient.
+ATTACH_KEYWORDS = (
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "FrameOfReferenceUID",
+    "Modality",
+    "Rows",
+    "Columns",
+    "PixelSpacing",
+    "ImageOrientationPatient",
+    "ImagePositionPatient",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "InstanceNumber",
+)
+
+
 def can_write_dicom_seg(image: Volume) -> bool:
     """Whether ``image`` was read from a DICOM series whose files are listed in grid order."""
     files = image.metadata.get("files") or []
     return image.metadata.get("format") == "dicom" and len(files) == image.shape[2]
 
 
-def _source_headers(files: Sequence[str]) -> list[pydicom.Dataset]:
+def _attach_only(header: pydicom.Dataset) -> pydicom.Dataset:
+    """A copy of ``header`` with only :data:`ATTACH_KEYWORDS` (the Type 2 attributes are added empty later)."""
+    reduced = pydicom.Dataset()
+    for keyword in ATTACH_KEYWORDS:
+        if keyword in header:
+            setattr(reduced, keyword, header[keyword].value)
+    return reduced
+
+
+def _source_headers(files: Sequence[str], keep_phi: bool = False) -> list[pydicom.Dataset]:
     headers = []
     for name in files:
         try:
             header = pydicom.dcmread(name, stop_before_pixels=True)
         except (OSError, pydicom.errors.InvalidDicomError) as err:
             raise InputDataError(f"{name}: cannot re-read the source header for DICOM SEG ({err})") from err
+        if not keep_phi:
+            header = _attach_only(header)
         for keyword in _TYPE2_FROM_SOURCE:
             if keyword not in header:
                 setattr(header, keyword, "")
@@ -69,6 +108,7 @@ def write_dicom_seg(
     model_name: str = "pe-seg",
     model_version: str = "",
     series_description: str = "PE segmentation (pe-seg)",
+    keep_phi: bool = False,
 ) -> Path:
     """Write ``mask`` as a binary DICOM SEG referencing the series ``image`` was read from, atomically.
 
@@ -80,6 +120,8 @@ def write_dicom_seg(
         model_name: the algorithm's name in the segment's AlgorithmIdentificationSequence.
         model_version: its version (e.g. the start of the model file's hash).
         series_description: SeriesDescription of the SEG series.
+        keep_phi: copy the source's patient and study attributes (default: only what attaches the SEG to its
+            study, with the patient attributes empty; see the module docstring).
 
     Raises:
         InputDataError: ``image`` is not from a DICOM series, or its files cannot be re-read.
@@ -93,7 +135,7 @@ def write_dicom_seg(
         raise InputDataError(f"{path}: DICOM SEG needs an input read from a DICOM series")
     if mask.shape != image.shape:
         raise OutputError(f"{path}: mask shape {mask.shape} differs from the image's {image.shape}")
-    sources = _source_headers(image.metadata["files"])
+    sources = _source_headers(image.metadata["files"], keep_phi)
     algorithm = hd.AlgorithmIdentificationSequence(
         name=model_name,
         family=codes.cid7162.ArtificialIntelligence,

@@ -25,7 +25,7 @@ import numpy as np
 from pe_segmentation.errors import OutputError
 from pe_segmentation.inference.dicom_seg import can_write_dicom_seg, write_dicom_seg
 from pe_segmentation.inference.predictor import Prediction
-from pe_segmentation.inference.report import case_report
+from pe_segmentation.inference.report import case_report, patient_identity
 from pe_segmentation.io.atomic import atomic_write_text
 from pe_segmentation.io.volume import Volume
 from pe_segmentation.io.volume_files import write_volume
@@ -68,12 +68,15 @@ class OutputOptions:
         dicom_seg: ``seg.dcm`` when the input is a DICOM series.
         preview: ``preview.png``.
         hu_window: display window of the preview, in HU.
+        keep_phi: keep the patient's identity (``--keep-phi``): the report gets a ``patient`` block and the
+            DICOM SEG the source's patient and study attributes. Off by default: no output names the patient.
     """
 
     probability: bool = False
     dicom_seg: bool = True
     preview: bool = True
     hu_window: tuple[float, float] = (-100.0, 500.0)
+    keep_phi: bool = False
 
 
 @contextlib.contextmanager
@@ -196,12 +199,15 @@ def write_case(
                 folder / SEG_NAME,
                 model_name=f"pe-seg {model.get('name') or 'model'}",
                 model_version=str(model.get("sha256", ""))[:16],
+                keep_phi=options.keep_phi,
             )
             outputs["dicom_seg"] = SEG_NAME
             timings["write_dicom_seg"] = time.perf_counter() - start
         report = _report_and_preview(prediction, folder, case, options, model, settings, timings, outputs)
         report["seconds"]["write_nifti"] = round(nifti.result(), 3)
     report["outputs"]["report"] = REPORT_NAME
+    if options.keep_phi:
+        report["patient"] = patient_identity(prediction.image)
     if started is not None:
         report["seconds"]["total"] = round(time.perf_counter() - started, 3)
     atomic_write_text(folder / REPORT_NAME, report_json(report))

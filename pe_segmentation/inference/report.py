@@ -1,7 +1,8 @@
 """The per-case JSON report: one entry per clot, totals, timings, and what produced them.
 
 The report identifies the input by its DICOM UIDs, series number and geometry, never by patient name, ID,
-birth date or file path (folder names often hold patient names).
+birth date, accession number or file path (folder names often hold patient names); only ``--keep-phi`` adds a
+``patient`` block (:func:`patient_identity`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "clot_report",
     "file_sha256",
     "input_identity",
+    "patient_identity",
     "software_versions",
 ]
 
@@ -117,6 +119,31 @@ def input_identity(image: Volume) -> dict[str, Any]:
         }
     )
     return identity
+
+
+#: The report's ``patient`` block with ``--keep-phi``: report key -> DICOM keyword.
+PATIENT_KEYWORDS = {
+    "name": "PatientName",
+    "id": "PatientID",
+    "birth_date": "PatientBirthDate",
+    "sex": "PatientSex",
+    "accession_number": "AccessionNumber",
+    "study_date": "StudyDate",
+}
+
+
+def patient_identity(image: Volume) -> dict[str, str]:
+    """The patient's identity from the first source file of a DICOM input (``{}`` for other inputs).
+
+    Only for ``--keep-phi``; the default report leaves it out.
+    """
+    import pydicom
+
+    files = image.metadata.get("files") or []
+    if image.metadata.get("format") != "dicom" or not files:
+        return {}
+    header = pydicom.dcmread(files[0], stop_before_pixels=True, specific_tags=list(PATIENT_KEYWORDS.values()))
+    return {key: str(header.get(keyword, "") or "") for key, keyword in PATIENT_KEYWORDS.items()}
 
 
 def software_versions() -> dict[str, str]:

@@ -54,7 +54,10 @@ def test_seg_references_the_source_and_holds_each_slice_of_the_mask(tmp_path, ob
     assert seg.StudyInstanceUID == volume.metadata["study_uid"]
     first_source = pydicom.dcmread(volume.metadata["files"][0], stop_before_pixels=True)
     assert seg.FrameOfReferenceUID == first_source.FrameOfReferenceUID
-    assert seg.PatientName == first_source.PatientName
+    assert "PatientName" in seg
+    assert seg.PatientName == ""
+    kept = write_dicom_seg(mask, volume, tmp_path / "kept.dcm", keep_phi=True)
+    assert pydicom.dcmread(kept).PatientName == first_source.PatientName == "PHANTOM^PE"
     (series,) = seg.ReferencedSeriesSequence
     assert series.SeriesInstanceUID == volume.metadata["series_uid"]
     assert [i.ReferencedSOPInstanceUID for i in series.ReferencedInstanceSequence] == volume.metadata[
