@@ -8,6 +8,7 @@ fails leaves nothing behind (:func:`staged_case_folder`).
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import re
@@ -79,17 +80,39 @@ class OutputOptions:
     keep_phi: bool = False
 
 
+def _process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (``True`` when that cannot be told)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
+def _remove_dead_staging(output: Path, case: str) -> None:
+    """Remove the staging (``.partial-PID``) and replaced (``.old-PID``) folders of ``case`` whose process is
+    gone: what a run killed mid-case (SIGKILL, power loss) leaves behind. Hidden, never under the case's name."""
+    for path in output.glob(f".{glob.escape(case)}.*-*"):
+        stem, _, pid = path.name.rpartition("-")
+        if stem in (f".{case}.partial", f".{case}.old") and pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def staged_case_folder(output: Path, case: str) -> Iterator[Path]:
     """Yield a hidden folder to write a case into; on success it replaces ``output/case`` whole.
 
-    On any error the staging folder is removed and an existing ``output/case`` is left as it was.
+    On any error the staging folder is removed and an existing ``output/case`` is left as it was. Staging
+    folders of this case left by processes that died are removed first.
     """
     final = output / case
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(f"{output}: cannot create output folder ({err.strerror or err})") from err
+    _remove_dead_staging(output, case)
     staging = output / f".{case}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
