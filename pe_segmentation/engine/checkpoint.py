@@ -194,6 +194,14 @@ def _is_state_dict(data: Any) -> bool:
     )
 
 
+def _is_bare_pickle(path: Path) -> bool:
+    """Whether ``path`` starts like a pickle stream of protocol 3 or later (torch's own files are zip archives
+    or, in the legacy format, start with a protocol-2 magic number)."""
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    return len(head) == 2 and head[0] == 0x80 and 3 <= head[1] <= pickle.HIGHEST_PROTOCOL
+
+
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``torch.load(weights_only=True)``.
 
@@ -210,6 +218,11 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        if _is_bare_pickle(path):  # what pickle.dump writes (protocol >= 3): torch's reader takes none of it
+            raise CheckpointError(
+                f"{path}: refused by weights_only loading: a plain Python pickle, not a torch checkpoint "
+                "(pickles can run code when loaded; nothing in it was read)"
+            ) from None
         if "Unsupported global" not in str(err):  # a damaged stream, not an object that weights_only refuses
             raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_first_line(err)})") from None
         raise CheckpointError(
