@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint format bench clean
+.PHONY: setup demo test lint format bench clean bundle-weights
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	bash scripts/demo.sh $(DEMO_DIR)
+
+# Train the demo recipe and export bundles/pe_segmentation/models/model.pt (+ configs/recipe.yaml), then check
+# the bundle with MONAI's tools. DEMO_EPOCHS=N shortens training.
+bundle-weights: $(STAMP)
+	bash scripts/bundle_weights.sh bundle_build
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -31,4 +36,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_io.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info
+	rm -rf $(VENV) $(DEMO_DIR) bundle_build build *.egg-info

@@ -1,4 +1,4 @@
-"""``pe-seg infer``: segment emboli in new CTs with a trained checkpoint.
+"""``pe-seg infer``: segment emboli in new CTs with a trained checkpoint (or a pe-seg MONAI bundle).
 
 Writes, per case, into ``OUTPUT/<case>/``: ``mask.nii.gz`` (uint8, 1 = embolus, the input's own grid),
 ``seg.dcm`` (DICOM SEG referencing the source series, for DICOM input), ``report.json`` (each clot's voxels,
@@ -36,7 +36,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--output", "-o", required=True, type=Path, help="output folder (one subfolder per case)"
     )
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a pe-seg checkpoint (e.g. best.pt)")
+    weights = parser.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--checkpoint", type=Path, help="a pe-seg checkpoint (e.g. best.pt)")
+    weights.add_argument(
+        "--bundle",
+        type=Path,
+        help="a pe-seg MONAI bundle folder (bundles/pe_segmentation): its weights and the settings of its "
+        "configs/inference.yaml; flags given here win",
+    )
     parser.add_argument("--series-uid", help="for one DICOM input with several series: the series to read")
     run = parser.add_argument_group("where and how the network runs")
     run.add_argument(
@@ -102,6 +109,26 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
 
 
+def _apply_bundle(args: argparse.Namespace) -> None:
+    """``--bundle DIR``: take the bundle's checkpoint and inference settings where no flag says otherwise."""
+    from pe_segmentation.bundle import read_bundle_inference
+
+    bundle = read_bundle_inference(args.bundle)
+    options = bundle.options
+    args.checkpoint = bundle.checkpoint
+    if args.precision == "auto":
+        args.precision = bundle.precision
+    for flag, key in (("overlap", "overlap"), ("sw_batch_size", "sw_batch_size"), ("threshold", "threshold"), ("min_volume", "min_volume_mm3")):  # fmt: skip
+        if getattr(args, flag) is None:
+            setattr(args, flag, options.get(key))
+    args.tta = args.tta or bool(options.get("tta", False))
+    args.fast = args.fast or bool(options.get("fast", False))
+    args.no_channels_last = args.no_channels_last or not options.get("channels_last", True)
+    args.save_probability = args.save_probability or bundle.outputs["save_probability"]
+    args.no_dicom_seg = args.no_dicom_seg or not bundle.outputs["dicom_seg"]
+    args.no_preview = args.no_preview or not bundle.outputs["preview"]
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Discover the cases, build the predictor(s), segment and write every case; return the exit code."""
     import torch
@@ -113,6 +140,8 @@ def run_command(args: argparse.Namespace) -> int:
     from pe_segmentation.inference.report import file_sha256
     from pe_segmentation.inference.runner import PredictorSpec, launcher_shard, run_cases
 
+    if getattr(args, "bundle", None) is not None:
+        _apply_bundle(args)
     _check_args(args)
     cases = discover_cases(args.input)
     if args.series_uid is not None:

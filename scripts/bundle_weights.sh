@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Build the MONAI bundle's weights: train the demo recipe (configs/demo.yaml on the demo's phantoms, through
+# scripts/demo.sh, which also predicts and evaluates held-out phantoms), export the best checkpoint into
+# bundles/pe_segmentation/models/model.pt with its resolved config as configs/recipe.yaml, then check the bundle
+# with MONAI's own tools: metadata fields, verify_net_in_out, ckpt_export to TorchScript, and the bundle's
+# inference + evaluation configs on the held-out phantoms.
+# Usage: scripts/bundle_weights.sh [WORK_DIR]   (make bundle-weights; WORK_DIR default bundle_build/)
+# DEMO_EPOCHS (default: the recipe's) shortens training.
+set -euo pipefail
+work="${1:-bundle_build}"
+bundle="bundles/pe_segmentation"
+py=".venv/bin/python"
+
+echo "== 1/5 train the demo recipe: scripts/demo.sh $work =="
+bash scripts/demo.sh "$work"
+
+echo
+echo "== 2/5 export the weights and their recipe into $bundle =="
+checkpoint="$work/run/checkpoints/best.pt"
+[ -f "$checkpoint" ] || checkpoint="$work/run/checkpoints/last.pt"
+"$py" -m pe_segmentation.bundle export "$checkpoint" "$bundle"
+
+echo
+echo "== 3/5 MONAI: verify_net_in_out =="
+"$py" -m monai.bundle verify_net_in_out network_def --meta_file "$bundle/configs/metadata.json" \
+  --config_file "$bundle/configs/inference.yaml" --bundle_root "$bundle" --device cpu
+
+echo
+echo "== 4/5 MONAI: ckpt_export to TorchScript ($work/model.ts) =="
+"$py" -m monai.bundle ckpt_export network_def --filepath "$work/model.ts" --ckpt_file "$bundle/models/model.pt" \
+  --meta_file "$bundle/configs/metadata.json" --config_file "$bundle/configs/inference.yaml" \
+  --bundle_root "$bundle" --key_in_ckpt model
+
+echo
+echo "== 5/5 the bundle's inference + evaluation on the held-out phantoms =="
+"$py" -m monai.bundle run \
+  --config_file "['$bundle/configs/inference.yaml','$bundle/configs/evaluate.yaml']" \
+  --bundle_root "$bundle" --dataset_dir "$work/heldout" --output_dir "$work/bundle_predictions" \
+  --evaluation_dir "$work/bundle_evaluation"
+
+echo
+echo "Done: $bundle/models/model.pt ($(du -h "$bundle/models/model.pt" | cut -f1)), $bundle/configs/recipe.yaml."
+echo "Evaluation of the exported weights: $work/bundle_evaluation/report.md"
