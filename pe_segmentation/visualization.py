@@ -6,10 +6,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pe_segmentation.io.atomic import atomic_output
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass
@@ -53,6 +57,22 @@ def save_overlay_grid(
     figure, axes = plt.subplots(
         rows, columns, figsize=(3 * columns, 3 * rows + (0.4 if title else 0)), squeeze=False
     )
+    try:
+        return _draw_and_save(figure, axes, panels, Path(path), title, vmin, vmax)
+    finally:  # also when the write fails: pyplot would keep the figure (and its buffers) otherwise
+        plt.close(figure)
+
+
+def _draw_and_save(
+    figure: Figure,
+    axes: np.ndarray,
+    panels: Sequence[OverlayPanel],
+    path: Path,
+    title: str | None,
+    vmin: float,
+    vmax: float,
+) -> Path:
+    """Draw the panels into ``figure``'s axes and write it as PNG (see :func:`save_overlay_grid`)."""
     for axis in axes.ravel():
         axis.axis("off")
     for axis, panel in zip(axes.ravel(), panels, strict=False):  # the grid may have spare cells
@@ -67,8 +87,6 @@ def save_overlay_grid(
     if title:
         figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    path = Path(path)
     with atomic_output(path) as tmp:
         figure.savefig(tmp, format="png", dpi=100)
-    plt.close(figure)
     return path

@@ -13,11 +13,13 @@ other cases go on. Progress is logged per case as it finishes.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 import queue
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,12 +204,39 @@ def run_cases(
     if workers == 1:
         predictor = spec(devices[0])
         results = []
-        for index, case in enumerate(cases, start=1):
-            result = run_case(predictor, case, output, options, model, catch=len(cases) > 1)
-            results.append(result)
-            on_result(result, index, len(cases))
+        with _collected_between_cases(len(cases) > 1) as collect:
+            for index, case in enumerate(cases, start=1):
+                result = run_case(predictor, case, output, options, model, catch=len(cases) > 1)
+                collect()
+                results.append(result)
+                on_result(result, index, len(cases))
         return results
     return _run_workers(cases, output, spec, list(devices[:workers]), options, model, on_result)
+
+
+@contextlib.contextmanager
+def _collected_between_cases(enabled: bool = True) -> Iterator[Callable[[], None]]:
+    """Yield a function that frees the last case's reference cycles, cheaply; keeps memory flat over many cases.
+
+    A case leaves cyclic garbage (a preview's matplotlib figure holds its render buffers in cycles), which only
+    a full collection frees; with torch and MONAI loaded Python runs one rarely, so memory rose by about 45 MB
+    over the first 15 small cases. A full collection costs about 0.2 s over the objects of the loaded
+    libraries, so those are frozen (left out of collections) for the duration of the run: each per-case
+    collection then takes about 10 ms.
+    """
+
+    def collect() -> None:
+        if enabled:
+            gc.collect()
+
+    if enabled:
+        gc.collect()
+        gc.freeze()
+    try:
+        yield collect
+    finally:
+        if enabled:
+            gc.unfreeze()
 
 
 def _worker(
@@ -231,13 +260,15 @@ def _worker(
     except Exception as err:  # report why this worker cannot run and let the others go on
         results.put(("fatal", rank, f"{device}: cannot start a worker ({type(err).__name__}: {err})"))
         return
-    while True:
-        index = tasks.get()
-        if index is None:
-            return
-        results.put(("start", rank, index))
-        result = run_case(predictor, cases[index], Path(output), options, model, catch=True)
-        results.put(("done", rank, index, result))
+    with _collected_between_cases() as collect:
+        while True:
+            index = tasks.get()
+            if index is None:
+                return
+            results.put(("start", rank, index))
+            result = run_case(predictor, cases[index], Path(output), options, model, catch=True)
+            collect()
+            results.put(("done", rank, index, result))
 
 
 def _run_workers(
