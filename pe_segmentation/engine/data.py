@@ -41,7 +41,14 @@ from pe_segmentation.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PatchBatches", "build_train_batches", "build_val_loader", "epoch_seed", "load_cases"]
+__all__ = [
+    "PatchBatches",
+    "build_train_batches",
+    "build_val_loader",
+    "check_label_grids",
+    "epoch_seed",
+    "load_cases",
+]
 
 KEYS = ("image", "label")
 
@@ -61,14 +68,47 @@ def load_cases(data: DataConfig, cache_dir: str | Path) -> list[dict[str, str]]:
         raise ConfigError("data.path: not set; give the datalist file or data set folder to train on")
     path = Path(data.path).expanduser()
     if data.dataset == "datalist":
-        return from_datalist(path, "training", image_key=data.image_key)
-    if data.dataset == "synthetic":
-        return from_synthetic(path, image_key=data.image_key)
-    if data.dataset == "folder":
-        return from_folder(path / "images", path / "labels")
-    if data.dataset == "fumpe":
-        return from_fumpe(path, Path(cache_dir) / "fumpe_labels")
-    return from_cadpe(path)
+        items = from_datalist(path, "training", image_key=data.image_key)
+    elif data.dataset == "synthetic":
+        items = from_synthetic(path, image_key=data.image_key)
+    elif data.dataset == "folder":
+        items = from_folder(path / "images", path / "labels")
+    elif data.dataset == "fumpe":
+        items = from_fumpe(path, Path(cache_dir) / "fumpe_labels")
+    else:
+        items = from_cadpe(path)
+    check_label_grids(items)
+    return items
+
+
+#: How far (mm, or direction cosine) a label's affine may differ from its image's: writers round differently.
+LABEL_GRID_TOLERANCE = 1e-3
+
+
+def check_label_grids(items: Sequence[Mapping[str, str]]) -> None:
+    """Refuse a case whose label file lies on another voxel grid than its image file (headers only).
+
+    MONAI's transforms would otherwise resample or crop the two apart without a word, and the network
+    would learn from labels that miss their clots. DICOM images are left to the reader (their grid is only
+    known after the series is validated); FUMPE masks are put on their series' grid when converted.
+
+    Raises:
+        InputDataError: one line naming both files and how their grids differ.
+    """
+    from pe_segmentation.evaluation.runner import check_same_geometry
+    from pe_segmentation.io.volume_files import is_volume_file, read_volume_header
+
+    for item in items:
+        image, label = item.get("image"), item.get("label")
+        if not image or not label or not is_volume_file(image) or Path(image).is_dir():
+            continue
+        check_same_geometry(
+            read_volume_header(label),
+            read_volume_header(image),
+            Path(label),
+            Path(image),
+            tol=LABEL_GRID_TOLERANCE,
+        )
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:

@@ -19,7 +19,7 @@ import SimpleITK as sitk
 
 from pe_segmentation.errors import InputDataError, OutputError
 from pe_segmentation.io.atomic import atomic_output
-from pe_segmentation.io.volume import Volume, volume_from_sitk, volume_to_sitk
+from pe_segmentation.io.volume import Volume, affine_from_sitk, volume_from_sitk, volume_to_sitk
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,49 @@ def _nifti_geometry_notes(image: nib.Nifti1Image, path: Path) -> None:
                 difference,
                 int(sform_code),
             )
+
+
+def read_volume_header(path: str | os.PathLike[str]) -> Volume:
+    """The shape and geometry of a volume file from its header only (no voxels are read).
+
+    The returned volume's array is a read-only zero view of the right shape (it takes no memory); use it for
+    grid comparisons, e.g. of a label against its image, before anything is loaded.
+
+    Raises:
+        InputDataError: missing, unknown or unreadable file, or a broken geometry.
+    """
+    path = Path(path)
+    if not path.is_file() or not is_volume_file(path):
+        return read_volume(path)  # raises the usual one-line error
+    try:
+        if volume_suffix(path) in (".nii", ".nii.gz"):
+            image = nib.load(path)
+            shape, affine = tuple(image.shape), image.affine
+        else:
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(path))
+            reader.ReadImageInformation()
+            dims, shape = reader.GetDimension(), tuple(reader.GetSize())
+            grid = sitk.Image([1, 1, 1], sitk.sitkUInt8)  # a 1-voxel image carrying the file's 3D geometry
+            grid.SetOrigin(reader.GetOrigin()[:3])
+            grid.SetSpacing(reader.GetSpacing()[:3])
+            direction = np.reshape(reader.GetDirection(), (dims, dims))[:3, :3]
+            grid.SetDirection(direction.ravel().tolist())
+            affine = affine_from_sitk(grid)
+    except InputDataError:
+        raise
+    except (OSError, EOFError, ValueError, RuntimeError, zlib.error, np.linalg.LinAlgError) as err:
+        raise InputDataError(
+            f"{path}: cannot read the header ({str(err).strip().splitlines()[-1][:120]})"
+        ) from err
+    except (nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError) as err:
+        raise InputDataError(f"{path}: cannot read the header ({str(err).splitlines()[0][:120]})") from err
+    if len(shape) != 3 and not (len(shape) == 4 and shape[3] == 1):
+        raise InputDataError(f"{path}: is a {len(shape)}D image of shape {shape}; expected one 3D volume")
+    shape = shape[:3]
+    _check_affine(np.asarray(affine, dtype=np.float64), path)
+    zeros = np.broadcast_to(np.zeros((), dtype=np.uint8), shape)
+    return Volume(zeros, affine, {"source": str(path), "format": volume_suffix(path), "header_only": True})
 
 
 def _read_with_sitk(path: Path, allow_vector: bool) -> Volume:

@@ -12,7 +12,7 @@ from conftest import make_affine
 
 from pe_segmentation.errors import InputDataError, OutputError
 from pe_segmentation.io.volume import Volume, affine_from_sitk
-from pe_segmentation.io.volume_files import case_name, read_volume, write_volume
+from pe_segmentation.io.volume_files import case_name, read_volume, read_volume_header, write_volume
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])
@@ -27,6 +27,16 @@ def test_round_trip_keeps_voxels_and_geometry(tmp_path, hu_volume, suffix, euler
     assert back.array.dtype == np.int16
     np.testing.assert_allclose(back.affine, volume.affine, atol=1e-4)
     np.testing.assert_allclose(back.affine, affine_from_sitk(sitk.ReadImage(str(path))), atol=1e-4)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha"])
+def test_header_only_reading_gives_the_same_grid(tmp_path, hu_volume, suffix):
+    path = write_volume(
+        Volume(hu_volume.array, make_affine(euler_deg=(20, -10, 35))), tmp_path / f"v{suffix}"
+    )
+    header, full = read_volume_header(path), read_volume(path)
+    assert header.shape == full.shape
+    np.testing.assert_allclose(header.affine, full.affine, atol=1e-6)
 
 
 def test_nifti_affine_agrees_with_nibabel(tmp_path, hu_volume):
