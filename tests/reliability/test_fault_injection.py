@@ -56,6 +56,11 @@ def _logged_epochs(run_dir: Path) -> int:
     return max(epochs, default=0)
 
 
+def _log_size(run_dir: Path) -> int:
+    log = run_dir / "train.log"
+    return log.stat().st_size if log.exists() else -1
+
+
 def _weights(path: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path)["model"]
 
@@ -82,14 +87,16 @@ def test_training_killed_at_random_moments_resumes_to_the_same_weights(toy_run, 
     run_dir = tmp_path / "run"
     rng = random.Random(20240607)
     kills = 0
+    progress: list[int] = []  # the epoch on disk after each kill
     for _attempt in range(6):
         resume = (run_dir / "checkpoints" / "last.pt").exists()
         args = ("--resume", run_dir) if resume else ("--config", recipe, "--run-dir", run_dir)
+        logged = _log_size(run_dir)
         process = _start("train", *args, "--no-progress")
         if kills < 3:
-            while not (run_dir / "train.log").exists() and process.poll() is None:  # past the imports
-                time.sleep(0.01)
-            time.sleep(rng.uniform(0.0, 1.5))
+            while _log_size(run_dir) == logged and process.poll() is None:  # this process is past its imports
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 2.0))  # the whole run takes about 2 s from here
         if kills < 3 and process.poll() is None:
             process.send_signal(signal.SIGKILL)
             kills += 1
@@ -107,10 +114,12 @@ def test_training_killed_at_random_moments_resumes_to_the_same_weights(toy_run, 
             else:
                 load_checkpoint(path)
         assert _logged_epochs(run_dir) - saved_epoch <= 1
+        progress.append(saved_epoch)
     else:
         pytest.fail("the run did not finish")
 
     assert kills >= 1
+    assert progress == sorted(progress)  # a resumed run never falls back behind what was on disk
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["trainer"]["epoch"] == EPOCHS
     weights = _weights(run_dir / "checkpoints" / "last.pt")
     assert weights.keys() == reference.keys()
