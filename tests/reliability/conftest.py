@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
+from inference.conftest import one_thread  # noqa: F401 (autouse: one intra-op thread for tiny networks)
 from inference.helpers import tiny_config, write_checkpoint
 
 from pe_segmentation.cli import main
@@ -32,15 +32,6 @@ def files_under(folder: Path) -> list[str]:
     if not folder.exists():
         return []
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: tiny networks gain nothing from two, and tests run side by side."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -64,6 +64,7 @@ def marker(tmp_path) -> Path:
     return tmp_path / "code_ran"
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # torch, on the bare pickle
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "bare-pickle"])
 @pytest.mark.parametrize("command", ["infer", "train-checkpoint", "train-resume"])
 def test_a_checkpoint_that_would_run_code_is_refused_on_every_path(
