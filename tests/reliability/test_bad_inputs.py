@@ -407,6 +407,18 @@ def _with_localizer(c: Corpus) -> Odd:
     return Odd(c.infer(c.root / "study"), None, c.root / "study")
 
 
+def _two_series_in_one_folder(c: Corpus) -> Odd:
+    """A thin and a thick CT series of one study, their files mixed in one folder: the thin one is read."""
+    study = {"study_instance_uid": "1.2.826.0.1.3680043.8.498.78"}
+    thin = c.write_series(c.ct, "thin", series_number=2, **study)
+    thick = c.write_series(
+        Volume(c.ct.array[:, :, ::2], c.ct.affine @ np.diag([1, 1, 2, 1])), "thick", series_number=3, **study
+    )
+    for path in thick.iterdir():
+        path.rename(thin / f"thick_{path.name}")
+    return Odd(c.infer(thin), None, thin)
+
+
 def _junk_beside(folder: Path) -> None:
     """A stray file cut inside its header (a copy interrupted early) next to a whole series."""
     (folder / "IM99999.dcm").write_bytes(_slices(folder)[0].read_bytes()[:400])
@@ -435,6 +447,7 @@ ODD: dict[str, Callable[[Corpus], Odd]] = {
         c, "DERIVED", extra_tags={"ImageType": ["DERIVED", "SECONDARY", "AXIAL"]}
     ),
     "dicom-localizer-mixed-in": _with_localizer,
+    "dicom-two-series-mixed-in-one-folder": _two_series_in_one_folder,
     "volume-4d-one-volume": lambda c: Odd(
         c.infer(c.nifti("one.nii.gz", c.ct.array[..., None])),
         "4D file with one volume",
