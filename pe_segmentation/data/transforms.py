@@ -16,8 +16,8 @@ Preprocessing (:func:`build_preprocessing`), in this order:
 Every step is invertible (or leaves geometry alone), so ``Invertd`` maps a prediction made on the preprocessed
 image back onto the original grid (:func:`build_inverse`).
 
-Training adds ``SpatialPadd`` (volumes smaller than a patch), ``RandCropByPosNegLabeld`` and augmentation
-(:func:`build_train_transforms`). In 2D mode (``PatchSettings.spatial_dims == 2``) the crop is
+Training adds ``SpatialPadd`` (volumes smaller than a patch), :class:`RandOffsetPosNegCropd` (positive and
+negative patches, the sampled voxel anywhere in the patch) and augmentation (:func:`build_train_transforms`). In 2D mode (``PatchSettings.spatial_dims == 2``) the crop is
 ``(H, W, 1)`` — one axial slice, as the original 2D UNets were trained — and the last axis is squeezed so
 networks see ``(C, H, W)``; augmentation then works in the axial plane.
 
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.data import ImageReader
+from monai.data import ImageReader, MetaTensor
 from monai.transforms import (
     AsDiscreted,
     Compose,
@@ -60,6 +60,12 @@ from monai.transforms import (
     SpatialPadd,
     SqueezeDimd,
 )
+from monai.transforms.utils import (
+    correct_crop_centers,
+    generate_pos_neg_label_crop_centers,
+    map_binary_to_indices,
+)
+from monai.utils import fall_back_tuple
 
 from pe_segmentation.data.settings import AugmentationSettings, PatchSettings, PreprocessingSettings
 from pe_segmentation.errors import ConfigError
@@ -68,6 +74,7 @@ from pe_segmentation.io.monai_reader import PESegReader
 __all__ = [
     "FINGERPRINT_ATTR",
     "BodyMask",
+    "RandOffsetPosNegCropd",
     "build_augmentation",
     "build_inference_transforms",
     "build_inverse",
@@ -89,6 +96,63 @@ def default_reader() -> ImageReader:
     """The image reader of every ``LoadImaged`` in pe-seg: :class:`PESegReader` (DICOM folders via SimpleITK,
     NIfTI/NRRD/MHA; RAS affines equal to SimpleITK's geometry)."""
     return PESegReader()
+
+
+class RandOffsetPosNegCropd(RandCropByPosNegLabeld):
+    """``RandCropByPosNegLabeld`` whose sampled voxel lies anywhere in the patch, not always at its centre.
+
+    MONAI centres each patch on the sampled foreground (or background) voxel. A network with a receptive field
+    as large as the patch then learns where the patch centre is (zero padding tells it) and that emboli sit
+    there: it scores well on training patches and marks false positives in every sliding window at inference.
+    This subclass moves each centre by a uniform random offset that keeps the sampled voxel inside the patch
+    (as nnU-Net's foreground oversampling does), then pulls the centre back inside the volume as MONAI does.
+    Hand-written because MONAI's crop has no such option; it draws from the transform's own random state, so
+    seeded runs stay repeatable.
+    """
+
+    def randomize(
+        self,
+        label: torch.Tensor | None = None,
+        fg_indices: Any = None,
+        bg_indices: Any = None,
+        image: torch.Tensor | None = None,
+    ) -> None:
+        cropper = self.cropper
+        fg = cropper.fg_indices if fg_indices is None else fg_indices
+        bg = cropper.bg_indices if bg_indices is None else bg_indices
+        if fg is None or bg is None:
+            if label is None:
+                raise ValueError("RandOffsetPosNegCropd needs the label (or precomputed fg/bg indices)")
+            fg, bg = map_binary_to_indices(label, image, cropper.image_threshold)
+        source = label if label is not None else image
+        if source is None:
+            raise ValueError("RandOffsetPosNegCropd needs the label or the image for the spatial shape")
+        shape = source.peek_pending_shape() if isinstance(source, MetaTensor) else source.shape[1:]
+        size = [int(n) for n in fall_back_tuple(cropper.spatial_size, default=shape)]
+        # The sampled voxels themselves: MONAI's sampler with a 1-voxel crop, which it never moves.
+        voxels = generate_pos_neg_label_crop_centers(
+            (1,) * len(size),
+            cropper.num_samples,
+            cropper.pos_ratio,
+            shape,
+            fg,
+            bg,
+            cropper.R,
+            cropper.allow_smaller,
+        )
+        # A patch of size n centred at c covers [c - n // 2, c - n // 2 + n): a voxel v stays inside for centres
+        # v + d with d in [n // 2 - n + 1, n // 2]; pulling the centre back inside the volume keeps it there.
+        low = np.array([n // 2 - n + 1 for n in size])
+        high = np.array([n // 2 for n in size])
+        cropper.centers = [
+            correct_crop_centers(
+                np.asarray(voxel, dtype=int) + cropper.R.randint(low, high + 1),
+                size,
+                shape,
+                cropper.allow_smaller,
+            )
+            for voxel in voxels
+        ]
 
 
 class BodyMask:
@@ -257,9 +321,9 @@ def build_train_transforms(
 ) -> Compose:
     """Preprocessing, then ``samples_per_volume`` random patches per volume, then augmentation.
 
-    Patches are centred on label foreground with probability ``patch.pos_fraction`` and on background
-    otherwise (``RandCropByPosNegLabeld``). The chain returns a *list* of patch dicts per volume; MONAI's
-    ``DataLoader`` (``list_data_collate``) flattens them into one batch. In 2D mode each patch is one axial
+    Patches hold a label foreground voxel with probability ``patch.pos_fraction`` and a background voxel
+    otherwise, at a random place in the patch (:class:`RandOffsetPosNegCropd`). The chain returns a *list* of
+    patch dicts per volume; MONAI's ``DataLoader`` (``list_data_collate``) flattens them into one batch. In 2D mode each patch is one axial
     slice ``(C, H, W)``.
 
     Args:
@@ -283,7 +347,7 @@ def build_train_transforms(
         # Volumes smaller than a patch (e.g. a thin slab) are padded with 0 (= below the window) so that every
         # patch has the configured size and patches batch together.
         SpatialPadd(keys, spatial_size=crop, mode="constant", value=0),
-        RandCropByPosNegLabeld(
+        RandOffsetPosNegCropd(
             keys,
             label_key=label_keys[0],
             spatial_size=crop,

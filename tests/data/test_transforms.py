@@ -13,6 +13,7 @@ from pe_segmentation.data.settings import AugmentationSettings, PatchSettings, P
 from pe_segmentation.data.transforms import (
     FINGERPRINT_ATTR,
     BodyMask,
+    RandOffsetPosNegCropd,
     build_inference_transforms,
     build_inverse,
     build_preprocessing,
@@ -187,14 +188,55 @@ def test_positive_patches_contain_foreground(case: dict[str, str]):
         assert sample["label"].sum() > 0
 
 
-def test_negative_patches_centred_on_background(case: dict[str, str]):
+def test_negative_patches_hold_background(case: dict[str, str]):
     patch = PatchSettings(patch_size=(4, 4, 4), samples_per_volume=6, pos_fraction=0.0)
     chain = build_train_transforms(NO_RESAMPLE, patch, aug=None)
     chain.set_random_state(seed=1)
     patches = chain(dict(case))
     assert len(patches) == 6
-    # an even patch is centred on voxel (2, 2, 2): the voxel drawn from the background
-    assert all(sample["label"][0, 2, 2, 2] == 0 for sample in patches)
+    assert all((sample["label"] == 0).any() for sample in patches)
+
+
+def _one_voxel_case(voxels: list[tuple[int, int, int]], shape=(60, 50, 40)) -> dict[str, torch.Tensor]:
+    label = torch.zeros((1, *shape))
+    for voxel in voxels:
+        label[(0, *voxel)] = 1
+    return {"image": torch.rand((1, *shape)), "label": label}
+
+
+def test_positive_patches_place_the_voxel_anywhere_in_the_patch():
+    # One foreground voxel far from the borders: MONAI would always put it at the patch centre (8, 8, 8); here
+    # every one of the 16 positions along each axis occurs, and the voxel is in every patch.
+    crop = RandOffsetPosNegCropd(("image", "label"), "label", (16, 16, 16), pos=1, neg=0, num_samples=2000)
+    crop.set_random_state(0)
+    positions = np.array(
+        [np.argwhere(p["label"][0].numpy() > 0)[0] for p in crop(_one_voxel_case([(30, 25, 20)]))]
+    )
+    assert len(positions) == 2000
+    for axis in range(3):
+        counts = np.bincount(positions[:, axis], minlength=16)
+        assert len(counts) == 16
+        assert counts.min() > 2000 / 16 / 2  # roughly uniform: 125 expected per position
+    assert np.abs(positions.mean(axis=0) - 7.5).max() < 0.5
+
+
+def test_positive_patches_keep_voxels_near_the_volume_border():
+    corners = [(0, 1, 2), (59, 48, 39)]
+    crop = RandOffsetPosNegCropd(("image", "label"), "label", (16, 16, 16), pos=1, neg=0, num_samples=300)
+    crop.set_random_state(1)
+    for sample in crop(_one_voxel_case(corners)):
+        assert tuple(sample["label"].shape) == (1, 16, 16, 16)
+        assert sample["label"].sum() == 1
+
+
+def test_offset_crops_repeat_with_the_seed():
+    case = _one_voxel_case([(30, 25, 20), (10, 10, 10)])
+    runs = []
+    for _ in range(2):
+        crop = RandOffsetPosNegCropd(("image", "label"), "label", (8, 8, 8), pos=0.5, neg=0.5, num_samples=20)
+        crop.set_random_state(7)
+        runs.append(torch.stack([p["image"] for p in crop(case)]))
+    assert torch.equal(runs[0], runs[1])
 
 
 def test_small_volume_is_padded_to_patch(case: dict[str, str]):
