@@ -48,7 +48,7 @@ def test_demo_runs_synthesis_training_inference_and_evaluation(tmp_path):
     training = json.loads((out / "data" / "datalist.json").read_text())["training"]
     heldout = json.loads((out / "heldout" / "datalist.json").read_text())["training"]
     assert len(training) == 12
-    assert [entry["case"] for entry in heldout] == ["phantom_000", "phantom_001"]
+    assert [entry["case"] for entry in heldout] == [f"phantom_{i:03d}" for i in range(4)]
     assert "series 1 'CTPA pe-seg phantom phantom_000' CT 128 slices" in result.stdout
 
     metrics = (out / "run" / "metrics.csv").read_text().splitlines()

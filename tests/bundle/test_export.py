@@ -57,5 +57,6 @@ def test_ckpt_export_writes_torchscript_that_matches_the_network(tmp_path):
     with torch.no_grad():
         expected, exported = network(x), scripted(x)
     assert exported.shape == (1, 2, 32, 32, 32)
-    assert torch.allclose(exported, expected, atol=1e-5)
+    # float32 rounding of a scripted vs eager graph: 3e-5 on logits of magnitude ~9 for the shipped weights
+    torch.testing.assert_close(exported, expected, rtol=1e-4, atol=1e-4)
     assert float(expected.std()) > 0  # trained weights, not a constant output
