@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pe_segmentation import __version__
-from pe_segmentation.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, PESegError
+from pe_segmentation.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, user_error
 
 log = logging.getLogger("pe_segmentation")
 
@@ -53,16 +53,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return int(handler(args) or 0)
-    except PESegError as err:
-        if args.debug:
-            log.exception("error")
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as err:  # a bug: say so plainly, keep the traceback for --debug
-        if args.debug:
+    except Exception as err:
+        found = user_error(err)
+        if found is not None:
+            if args.debug:
+                log.exception("error")
+            print(f"error: {found}", file=sys.stderr)
+            return found.exit_code
+        if args.debug:  # a bug: say so plainly, keep the traceback for --debug
             raise
         print(
             f"internal error: {type(err).__name__}: {err} (run with --debug for the traceback)",

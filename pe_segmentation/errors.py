@@ -46,3 +46,16 @@ class OutputError(PESegError):
     """An output file or folder cannot be written."""
 
     exit_code = EXIT_OUTPUT
+
+
+def user_error(err: BaseException) -> PESegError | None:
+    """The :class:`PESegError` behind ``err``, if any: MONAI re-raises errors from inside a transform as
+    ``RuntimeError("applying transform ...")``, keeping the original only as the cause."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, PESegError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pe_segmentation.config import Config, load_config
-from pe_segmentation.errors import ConfigError, PESegError
+from pe_segmentation.errors import ConfigError, user_error
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +117,9 @@ def _no_leftover_run_folder(run_dir: Path | None) -> Iterator[None]:
     created = run_dir is not None and not run_dir.exists()
     try:
         yield
-    except PESegError:
-        if created and run_dir is not None and not (run_dir / "checkpoints" / "last.pt").exists():
+    except Exception as err:  # user errors only, also when MONAI wrapped them (a transform refusing a label)
+        refused = user_error(err) is not None
+        if refused and created and run_dir is not None and not (run_dir / "checkpoints" / "last.pt").exists():
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 

@@ -3,7 +3,8 @@
 Preprocessing (:func:`build_preprocessing`), in this order:
 
 1. ``LoadImaged`` with pe-seg's reader (DICOM folders, NIfTI, NRRD, MHA; RAS affines matching SimpleITK),
-   ``EnsureChannelFirstd``; labels are binarised (``> 0``) when configured.
+   ``EnsureChannelFirstd``; labels must be integer masks (:class:`CheckLabelValuesd`) and are binarised
+   (``> 0``) when configured.
 2. ``Orientationd`` to RAS.
 3. ``CropForegroundd`` to the body: voxels above ``body_threshold_hu``, **in HU, before windowing**. After the
    default [-100, 500] HU window, air (-1000 HU) and the -500 HU body threshold both map to 0, so the body
@@ -67,6 +68,7 @@ from monai.transforms.utils import (
 )
 from monai.utils import fall_back_tuple
 
+from pe_segmentation.data.label_values import CheckLabelValuesd
 from pe_segmentation.data.settings import AugmentationSettings, PatchSettings, PreprocessingSettings
 from pe_segmentation.errors import ConfigError
 from pe_segmentation.io.monai_reader import PESegReader
@@ -205,8 +207,10 @@ def _preprocessing_list(
         LoadImaged(keys, reader=reader, image_only=True),
         EnsureChannelFirstd(keys, channel_dim="no_channel"),
     ]
+    if label_keys:
+        steps.append(CheckLabelValuesd(label_keys))
     if label_keys and settings.binarize_label:
-        steps.append(AsDiscreted(label_keys, threshold=0.5))
+        steps.append(AsDiscreted(label_keys, threshold=0.5))  # integer values checked: the same as > 0
     # Labels given explicitly: our readers' affines are RAS by contract (MONAI's default would follow the
     # MetaTensor's "space" entry instead, and warns about the change).
     steps.append(Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))))

@@ -30,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pe_segmentation import __version__
+from pe_segmentation.data.label_values import integer_label_values
 from pe_segmentation.data.phantom.emboli import CLASS_DEFINITIONS, SIZE_CLASSES
 from pe_segmentation.errors import ConfigError, InputDataError
 from pe_segmentation.evaluation.detection import (
@@ -192,25 +193,10 @@ def embolus_mask(
     Raises:
         InputDataError: non-integer or negative values.
     """
-    array = volume.array
-    if np.issubdtype(array.dtype, np.floating):
-        rounded = np.rint(array)
-        off = np.abs(array - rounded)
-        if off.max(initial=0) > 1e-3:
-            example = float(array.flat[int(np.argmax(off))])
-            hint = " (probability maps go to --prob)" if what == "prediction" else ""
-            raise InputDataError(
-                f"{path}: {what} holds non-integer values (e.g. {example:.4g}); expected an integer mask{hint}"
-            )
-        array = rounded
-    elif array.dtype == bool:
+    hint = " (probability maps go to --prob)" if what == "prediction" else ""
+    array = integer_label_values(volume.array, path, what, hint)
+    if array.dtype == bool:
         return array if embolus_label in (None, 1) else np.zeros(array.shape, dtype=bool)
-    elif not np.issubdtype(array.dtype, np.integer):
-        raise InputDataError(f"{path}: {what} has voxel type {array.dtype}; expected integer labels")
-    if array.size and array.min() < 0:
-        raise InputDataError(
-            f"{path}: {what} holds negative values (min {array.min():g}); expected 0 = background, > 0 = embolus"
-        )
     return array > 0 if embolus_label is None else array == embolus_label
 
 
