@@ -388,7 +388,16 @@ def main() -> None:
             continue
         ratio = result["wall"] / ours["wall"]
         agreement = "n/a (untrained)" if args.untrained_width else f"{dice(ours['mask'], result['mask']):.4f}"
-        print(f"{name:<16} wall ratio vs pe-seg {ratio:5.2f}x | Dice with pe-seg mask {agreement}")
+        print(
+            f"{name:<16} wall ratio vs pe-seg {ratio:5.2f}x | peak memory ratio "
+            f"{ours['peak_gib'] / result['peak_gib']:.2f}x | Dice with pe-seg mask {agreement}"
+        )
+    if not args.untrained_width:
+        # an agreement of two empty masks is 1.0 and says nothing: show how much each mask holds
+        print(
+            "mask voxels: "
+            + ", ".join(f"{n} {int(read_mask(r['mask'])[0].sum())}" for n, r in results.items())
+        )
     if not args.untrained_width:
         print()
         for name, result in results.items():

@@ -88,8 +88,16 @@ def test_outputs_have_the_geometry_of_a_nifti_input(tmp_path, geometry):
     assert set(prediction.seconds) == {"load", "preprocess", "network", "postprocess"}
 
 
-def test_outputs_have_the_geometry_of_an_oblique_dicom_series(series_writer):
-    image = make_ct(make_affine((0.8, 0.9, 1.5), euler_deg=(5.0, -12.0, 20.0)), shape=(30, 28, 16))
+@pytest.mark.parametrize(
+    "euler_deg",
+    [
+        (5.0, -12.0, 20.0),
+        (185.0, -12.0, 20.0),
+    ],  # the second turns the slice normal around: the other slice order
+    ids=["oblique", "oblique-reversed-slice-order"],
+)
+def test_outputs_have_the_geometry_of_an_oblique_dicom_series(series_writer, euler_deg):
+    image = make_ct(make_affine((0.8, 0.9, 1.5), euler_deg=euler_deg), shape=(30, 28, 16))
     folder = series_writer(image, "oblique")
     source = read_dicom_series(folder).volume
     config = tiny_config((1.2, 1.2, 2.0))
