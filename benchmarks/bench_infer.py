@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -128,18 +127,37 @@ def untrained_model(path: Path, width: int) -> Path:
 # ------------------------------------------------------------------------------------------------ the runs
 
 
+PEAK_MARK = "bench-infer-peak-kib:"
+
+
+def own_peak_kib() -> int:
+    """This process's peak resident memory (KiB): ``VmHWM`` of ``/proc/self/status``.
+
+    Not ``ru_maxrss`` from ``wait4``: Linux carries the parent's high-water mark into a forked child across
+    ``exec``, so a child of a parent that trained a model in-process would report the parent's peak.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    import resource  # not Linux: the best available figure
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def run_child(args: list[str]) -> tuple[float, float, str]:
     """Run a Python child process; return its wall time, its peak resident memory (GiB) and its stdout."""
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     stdout = process.stdout.read() if process.stdout else ""  # until the child closes it (at exit)
-    # os.wait4 gives this child's own rusage (RUSAGE_CHILDREN would be the maximum over all children)
-    _, status, usage = os.wait4(process.pid, 0)
+    process.wait()
     wall = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(args[:3])} ... failed with exit code {process.returncode}")
-    return wall, usage.ru_maxrss / 2**20, stdout
+    marks = [line for line in stdout.splitlines() if line.startswith(PEAK_MARK)]
+    if not marks:
+        raise SystemExit(f"{' '.join(args[:3])} ... did not report its peak memory")
+    rest = "\n".join(line for line in stdout.splitlines() if not line.startswith(PEAK_MARK))
+    return wall, int(marks[-1][len(PEAK_MARK) :]) / 2**20, rest
 
 
 def run_pe_seg(series: Path, output: Path, checkpoint: Path, extra: list[str]) -> dict[str, Any]:
@@ -258,6 +276,7 @@ def monai_pipeline(series: str, output: str, checkpoint: str, variant: str) -> N
     timed("save", save, data)
     seconds["mask"] = str(next(Path(output).glob("*_seg.nii*")))
     print(json.dumps(seconds))
+    print(f"{PEAK_MARK}{own_peak_kib()}", flush=True)
 
 
 def child_pe_seg(argv: list[str]) -> int:
@@ -268,7 +287,9 @@ def child_pe_seg(argv: list[str]) -> int:
 
     if infer not in commands.ALL:
         commands.ALL = (*commands.ALL, infer)
-    return main(argv)
+    code = main(argv)
+    print(f"{PEAK_MARK}{own_peak_kib()}", flush=True)
+    return code
 
 
 # ------------------------------------------------------------------------------------------------ comparison
