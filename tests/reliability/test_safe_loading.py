@@ -122,6 +122,7 @@ def test_yaml_that_would_build_objects_is_refused(tmp_path, pe_seg, marker, wher
     assert files_under(tmp_path / "run") == []
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # torch, on the planted pickle
 def test_a_poisoned_disk_cache_file_is_recomputed_not_run(tmp_path, marker, hu_volume):
     """``data.cache: disk`` reads MONAI's cache files with ``weights_only=True``: a planted one is dropped."""
     write_volume(hu_volume, tmp_path / "ct.nii.gz")
