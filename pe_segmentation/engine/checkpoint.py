@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import platform
 import random
 import zipfile
 from collections.abc import Mapping
@@ -42,6 +41,7 @@ import torch.nn as nn
 
 from pe_segmentation.errors import CheckpointError
 from pe_segmentation.io.atomic import atomic_output
+from pe_segmentation.versions import package_versions as _package_versions
 
 log = logging.getLogger(__name__)
 
@@ -76,24 +76,12 @@ def unwrap_model(model: nn.Module) -> nn.Module:
         model = inner
 
 
+# ------------------------------------------------------------------------------------------------ RNG states
+
+
 def package_versions() -> dict[str, str]:
     """Versions of the packages that shape a checkpoint, as strings."""
-    import ignite
-    import monai
-
-    from pe_segmentation import __version__
-
-    return {
-        "pe_segmentation": __version__,
-        "torch": str(torch.__version__),
-        "monai": monai.__version__,
-        "ignite": ignite.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
-
-
-# ------------------------------------------------------------------------------------------------ RNG states
+    return _package_versions("ignite")
 
 
 def get_rng_state() -> dict[str, Any]:

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import platform
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
-from pe_segmentation import __version__
 from pe_segmentation.inference.postprocess import CONNECTIVITY
 from pe_segmentation.io.volume import LPS_TO_RAS, Volume
+from pe_segmentation.versions import package_versions
 
 __all__ = [
     "REPORT_VERSION",
@@ -148,18 +147,7 @@ def patient_identity(image: Volume) -> dict[str, str]:
 
 def software_versions() -> dict[str, str]:
     """Versions of the packages that shape a prediction."""
-    import highdicom
-    import monai
-    import torch
-
-    return {
-        "pe_segmentation": __version__,
-        "torch": str(torch.__version__),
-        "monai": monai.__version__,
-        "highdicom": highdicom.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
+    return package_versions("highdicom")
 
 
 def case_report(
