@@ -499,7 +499,7 @@ def _run(
             run_dir,
             device,
             precision.name,
-            f", {context.world_size} processes" if context.distributed else "",
+            f", {context.world_size} processes over {context.backend}" if context.distributed else "",
         )
         if main:
             run_dir.mkdir(parents=True, exist_ok=True)
