@@ -34,6 +34,10 @@ Box = tuple[slice, slice, slice]
 CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
 #: Matrix entries below this (relative to the largest) count as zero when checking that grids are aligned.
 ALIGNMENT_TOLERANCE = 1e-6
+#: Memory order of the arrays made on the original grid: Fortran, the order of DICOM frames and of NIfTI, NRRD
+#: and MHA voxels, so that the NIfTI and DICOM SEG writers need no 3D transpose (0.5 s each on a 512x512x300
+#: CT; with it the SEG took 1.0-1.5 s and the NIfTI 0.6 s, without it 0.5 s and 0.07 s).
+ORIGINAL_GRID_ORDER = "F"
 
 
 def remove_small_components(
@@ -241,7 +245,7 @@ class GridMapping:
 
     def sample_all(self, values: np.ndarray, slab: int = 32) -> np.ndarray:
         """The whole original grid (0 outside the body box), computed in slabs to bound memory."""
-        out = np.zeros(self.original_shape, dtype=np.float32)
+        out = np.zeros(self.original_shape, dtype=np.float32, order=ORIGINAL_GRID_ORDER)
         body = self.body_box
         axis = int(np.argmax([b.stop - b.start for b in body]))
         for start in range(body[axis].start, body[axis].stop, slab):
@@ -323,7 +327,7 @@ def probability_to_mask(
         for low, high in _candidate_boxes(probability, threshold)
         if (box := mapping.original_box(low, high)) is not None
     ]
-    mask = np.zeros(shape, dtype=np.uint8)
+    mask = np.zeros(shape, dtype=np.uint8, order=ORIGINAL_GRID_ORDER)
     if not boxes:
         return MaskResult(mask, None, None)
     union = _union(boxes)

@@ -211,6 +211,11 @@ def _fast_config(config: Config) -> Config:
     return replace_section(config, "preprocessing", spacing=coarser)
 
 
+def _affine(image: Any) -> np.ndarray:
+    """The float64 affine of a MONAI image, wherever its data lives."""
+    return torch.as_tensor(image.affine).detach().cpu().numpy().astype(np.float64)
+
+
 def _split_at_resampling(chain: Compose) -> tuple[Compose, Compose]:
     """The chain before its first ``Spacingd`` and from it on (the grid before resampling fixes the body box)."""
     steps = list(chain.transforms)
@@ -376,8 +381,12 @@ class Predictor:
         chain = build_inference_transforms(self.config.preprocessing, reader=PreloadedReader(volume))
         before, after = _split_at_resampling(chain)
         data = before({"image": str(volume.metadata.get("source", "volume"))})
-        cropped_affine = np.asarray(data["image"].affine, dtype=np.float64)
+        cropped_affine = _affine(data["image"])
         cropped_shape = tuple(data["image"].shape[1:])
+        if stitch_device(self.device, 2 * int(np.prod(cropped_shape))).type == "cuda":
+            # resampling and windowing on the GPU too (MONAI's transforms follow their input's device): on an
+            # H200 they took 1.9 s of the CPU's time per 512x512x300 CT, a quarter of the whole case
+            data["image"] = data["image"].to(self.device)
         data = after(data)
         prepared = data["image"]
         mapping = GridMapping.from_affines(
@@ -385,7 +394,7 @@ class Predictor:
             volume.shape,
             cropped_affine,
             cropped_shape,
-            np.asarray(prepared.affine, dtype=np.float64),
+            _affine(prepared),
             tuple(prepared.shape[1:]),
         )
         tensor = prepared.as_tensor() if hasattr(prepared, "as_tensor") else torch.as_tensor(prepared)

@@ -105,6 +105,10 @@ def test_resampling_only_around_clots_gives_the_full_resampling_mask(axes, scale
 
     complete = probability_to_mask(probability, mapping, 0.5, full_probability=True)
     np.testing.assert_allclose(complete.probability, full, atol=1e-6)
+    # Fortran order, as DICOM frames and NIfTI voxels lie: the writers then need no 3D transpose
+    assert result.mask.flags.f_contiguous
+    assert complete.mask.flags.f_contiguous
+    assert complete.probability.flags.f_contiguous
 
 
 def test_voxels_beyond_the_network_grid_take_its_edge_value_inside_the_body_box():
