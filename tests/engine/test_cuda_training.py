@@ -110,5 +110,5 @@ def test_torchrun_on_the_visible_gpus(make_config, tmp_path):
     assert checkpoint["trainer"]["epoch"] == 2
     assert len(list((run_dir / "tensorboard").glob("events.*"))) == 1
     log = (run_dir / "train.log").read_text()
-    expected = f"on cuda:0 (fp16, {nprocs} processes over nccl)" if nprocs > 1 else "on cuda:0 (fp16)"
+    expected = f"on cuda:0 (fp32, {nprocs} processes over nccl)" if nprocs > 1 else "on cuda:0 (fp32)"
     assert expected in log

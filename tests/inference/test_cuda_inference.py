@@ -42,14 +42,15 @@ def test_cuda_fp32_matches_the_cpu():
 
 
 def test_stitching_in_host_memory_gives_the_gpu_result(monkeypatch):
-    """A volume too large for the GPU keeps its whole-volume buffers on the CPU; the windows still run on
-    the GPU, and the result is the same."""
+    """A volume too large for the GPU keeps its whole-volume buffers (and its resampling) on the CPU; the
+    windows still run on the GPU, and the result is the same."""
     config = tiny_config()
     on_gpu, _ = _probability(Predictor(tiny_network(config), config, "cuda", "fp32"))
     monkeypatch.setattr(predictor_module, "stitch_device", lambda device, voxels: torch.device("cpu"))
     on_host, details = _probability(Predictor(tiny_network(config), config, "cuda", "fp32"))
     assert details["stitch_device"] == "cpu"
-    assert np.abs(on_host - on_gpu).max() < 1e-5
+    # the resampling ran on the CPU this time, and cuDNN may pick other TF32 kernels: seen 2e-4 on an H200
+    assert np.abs(on_host - on_gpu).max() < 1e-3
 
 
 def test_auto_precision_on_cuda_and_its_agreement_with_fp32():
