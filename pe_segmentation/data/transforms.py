@@ -17,8 +17,9 @@ Preprocessing (:func:`build_preprocessing`), in this order:
 Every step is invertible (or leaves geometry alone), so ``Invertd`` maps a prediction made on the preprocessed
 image back onto the original grid (:func:`build_inverse`).
 
-Training adds ``SpatialPadd`` (volumes smaller than a patch), :class:`RandOffsetPosNegCropd` (positive and
-negative patches, the sampled voxel anywhere in the patch) and augmentation (:func:`build_train_transforms`). In 2D mode (``PatchSettings.spatial_dims == 2``) the crop is
+Training adds ``SpatialPadd`` (volumes smaller than a patch), the label's foreground indices (cached with the
+volume, :mod:`pe_segmentation.data.sampling`), :class:`RandOffsetPosNegCropd` (positive and negative patches,
+the sampled voxel anywhere in the patch) and augmentation (:func:`build_train_transforms`). In 2D mode (``PatchSettings.spatial_dims == 2``) the crop is
 ``(H, W, 1)`` — one axial slice, as the original 2D UNets were trained — and the last axis is squeezed so
 networks see ``(C, H, W)``; augmentation then works in the axial plane.
 
@@ -69,6 +70,12 @@ from monai.transforms.utils import (
 from monai.utils import fall_back_tuple
 
 from pe_segmentation.data.label_values import CheckLabelValuesd
+from pe_segmentation.data.sampling import (
+    FG_INDICES_POSTFIX,
+    BackgroundIndices,
+    ForegroundIndicesd,
+    foreground_indices,
+)
 from pe_segmentation.data.settings import AugmentationSettings, PatchSettings, PreprocessingSettings
 from pe_segmentation.errors import ConfigError
 from pe_segmentation.io.monai_reader import PESegReader
@@ -122,14 +129,18 @@ class RandOffsetPosNegCropd(RandCropByPosNegLabeld):
         cropper = self.cropper
         fg = cropper.fg_indices if fg_indices is None else fg_indices
         bg = cropper.bg_indices if bg_indices is None else bg_indices
-        if fg is None or bg is None:
-            if label is None:
-                raise ValueError("RandOffsetPosNegCropd needs the label (or precomputed fg/bg indices)")
-            fg, bg = map_binary_to_indices(label, image, cropper.image_threshold)
         source = label if label is not None else image
         if source is None:
             raise ValueError("RandOffsetPosNegCropd needs the label or the image for the spatial shape")
         shape = source.peek_pending_shape() if isinstance(source, MetaTensor) else source.shape[1:]
+        if fg is None or bg is None:
+            if label is None:
+                raise ValueError("RandOffsetPosNegCropd needs the label (or precomputed fg/bg indices)")
+            if image is not None:  # background restricted to image > image_threshold: MONAI's way
+                fg, bg = map_binary_to_indices(label, image, cropper.image_threshold)
+            else:  # the same indices without listing every background voxel (see pe_segmentation.data.sampling)
+                fg = foreground_indices(label) if fg is None else torch.as_tensor(fg).cpu().numpy()
+                bg = BackgroundIndices(fg, math.prod(int(n) for n in shape))
         size = [int(n) for n in fall_back_tuple(cropper.spatial_size, default=shape)]
         # The sampled voxels themselves: MONAI's sampler with a 1-voxel crop, which it never moves.
         voxels = generate_pos_neg_label_crop_centers(
@@ -351,6 +362,7 @@ def build_train_transforms(
         # Volumes smaller than a patch (e.g. a thin slab) are padded with 0 (= below the window) so that every
         # patch has the configured size and patches batch together.
         SpatialPadd(keys, spatial_size=crop, mode="constant", value=0),
+        ForegroundIndicesd(label_keys[0]),  # cached with the volume: sampling needs no pass over the label
         RandOffsetPosNegCropd(
             keys,
             label_key=label_keys[0],
@@ -358,6 +370,7 @@ def build_train_transforms(
             pos=pos,
             neg=1.0 - pos,
             num_samples=patch.samples_per_volume,
+            fg_indices_key=f"{label_keys[0]}{FG_INDICES_POSTFIX}",
         ),
     ]
     if patch.spatial_dims == 2:
@@ -367,7 +380,12 @@ def build_train_transforms(
         steps.append(EnsureTyped(keys, dtype=torch.float32))
     # Only the deterministic prefix (preprocessing and padding) is cached, so only it enters the fingerprint.
     fingerprint = transform_fingerprint(
-        chain="train", keys=keys, reader=type(reader).__name__, pre=pre.to_dict(), pad=list(crop)
+        chain="train",
+        keys=keys,
+        reader=type(reader).__name__,
+        pre=pre.to_dict(),
+        pad=list(crop),
+        fg_indices=label_keys[0],
     )
     return _compose(steps, fingerprint)
 
