@@ -29,7 +29,7 @@ from typing import Any
 
 from monai.data import CacheDataset, Dataset, PersistentDataset
 
-from pe_segmentation.data.transforms import fingerprint_hash
+from pe_segmentation.data.transforms import CACHE_READ_ONLY_ATTR, fingerprint_hash
 from pe_segmentation.errors import ConfigError, InputDataError
 from pe_segmentation.io.fumpe import read_fumpe_mask
 from pe_segmentation.io.loader import load_volume
@@ -416,7 +416,12 @@ def build_dataset(
         return Dataset(data, transforms)
     if cache == "memory":
         return CacheDataset(
-            data, transforms, cache_rate=cache_rate, num_workers=max(1, num_workers), progress=progress
+            data,
+            transforms,
+            cache_rate=cache_rate,
+            num_workers=max(1, num_workers),
+            progress=progress,
+            copy_cache=not getattr(transforms, CACHE_READ_ONLY_ATTR, False),
         )
     if cache_dir is None:
         raise ConfigError("cache: 'disk' needs a cache_dir")

@@ -315,6 +315,23 @@ def test_cache_modes_build_the_matching_dataset(nifti_items, tmp_path: Path):
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2  # new settings, new cache entry
 
 
+def test_training_patches_never_write_into_the_memory_cache(nifti_items):
+    """The training chain's memory cache hands over its volumes without a deep copy; patches are copies, so
+    writing into them (as an in-place augmentation would) leaves the cached volume as it was."""
+    chain = build_train_transforms(NO_RESAMPLE, PatchSettings(patch_size=(8, 8, 8), samples_per_volume=3))
+    memory = build_dataset(nifti_items, chain, cache="memory", num_workers=1)
+    assert memory.copy_cache is False
+    cached = memory._cache[0]["image"].clone()
+    for _ in range(3):
+        for patch in memory[0]:
+            assert "label_fg_indices" not in patch  # the cached indices stay behind
+            patch["image"] += 100.0
+            patch["label"].zero_()
+    assert torch.equal(memory._cache[0]["image"], cached)
+    assert memory._cache[0]["label"].sum() > 0
+    assert build_dataset(nifti_items, build_preprocessing(NO_RESAMPLE), cache="memory").copy_cache is True
+
+
 def test_cache_errors():
     with pytest.raises(ConfigError, match="unknown mode 'ram'"):
         build_dataset([], None, cache="ram")
