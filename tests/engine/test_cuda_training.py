@@ -16,26 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from ignite.engine import Events
 
 from pe_segmentation.engine import load_checkpoint, run_training
+
+from .helpers import Crash
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 CUDA_RUN = ("training.device=cuda", "training.epochs=3", "validation.every=2", "training.augment=true")
-
-
-class Crash:
-    """Raises after the checkpoints of epoch ``epoch`` are written, as a killed job would stop."""
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def attach(self, engine) -> None:
-        engine.add_event_handler(Events.EPOCH_COMPLETED(once=self.epoch), self)
-
-    def __call__(self, engine) -> None:
-        raise RuntimeError("simulated crash")
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from ignite.engine import Events
 from PIL import Image
 
 from pe_segmentation.config import load_config
 from pe_segmentation.engine import load_checkpoint, lr_at, run_training
 from pe_segmentation.engine.handlers import CSV_COLUMNS
 from pe_segmentation.errors import CheckpointError, ConfigError
+
+from .helpers import Crash
 
 # three epochs, validation at epochs 2 and 3 (every 2, and always after the last), augmentation on
 REFERENCE = (
@@ -49,19 +50,6 @@ def _events(run_dir: Path):
 
 def _scalars(run_dir: Path, tag: str) -> dict[int, float]:
     return {event.step: event.value for event in _events(run_dir).Scalars(tag)}
-
-
-class Crash:
-    """Raises after the checkpoints of epoch ``epoch`` are written, as a killed job would stop."""
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def attach(self, engine) -> None:
-        engine.add_event_handler(Events.EPOCH_COMPLETED(once=self.epoch), self)
-
-    def __call__(self, engine) -> None:
-        raise RuntimeError("simulated crash")
 
 
 @pytest.fixture(scope="module")
