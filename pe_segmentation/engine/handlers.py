@@ -48,7 +48,7 @@ from pe_segmentation.engine.checkpoint import (
 from pe_segmentation.engine.distributed import all_gather_objects
 from pe_segmentation.engine.metrics import KEY_METRIC, METRIC_NAMES, VAL_METRICS
 from pe_segmentation.evaluation.plots import plot_training_curves
-from pe_segmentation.io.atomic import atomic_write_text
+from pe_segmentation.io.atomic import atomic_write_text, remove_partial_outputs
 
 log = logging.getLogger("pe_segmentation.engine")
 
@@ -495,6 +495,14 @@ class CheckpointWriter:
         return self.directory / LAST_NAME
 
     def attach(self, engine: Engine) -> None:
+        if self.write:  # a run killed while writing a checkpoint left its temporary file (tens of MB) behind
+            removed = remove_partial_outputs(self.directory)
+            if removed:
+                log.warning(
+                    "removed %d partial checkpoint file(s) of an interrupted write: %s",
+                    len(removed),
+                    ", ".join(p.name for p in removed),
+                )
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def payload(self, engine: Engine, kind: str) -> dict[str, Any]:

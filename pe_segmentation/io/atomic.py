@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from pe_segmentation.errors import OutputError
+
+#: Names of :func:`atomic_output`'s temporary files: ``.{final name}.{mkstemp's 8 characters}.tmp{suffixes}``.
+_TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp(\..*)?")
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -57,6 +61,25 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_partial_outputs(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files of atomic writes that never finished in ``folder`` (the process was killed or
+    the machine stopped mid-write; an ordinary error removes its own) and return their paths.
+
+    Only for folders that one process writes at a time, such as a run's checkpoint folder: a temporary file of a
+    write still in progress elsewhere would be removed too.
+    """
+    removed = []
+    directory = Path(folder)
+    if not directory.is_dir():
+        return removed
+    for path in directory.iterdir():
+        if _TEMPORARY_NAME.fullmatch(path.name) and path.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -145,14 +145,22 @@ def test_same_seed_same_weights(make_config, reference_run):
     assert _max_difference(_weights(other.last_checkpoint), _weights(result.last_checkpoint)) > 1e-3
 
 
-def test_resume_continues_exactly(make_config, reference_run):
+def test_resume_continues_exactly(make_config, reference_run, caplog):
     reference, _ = reference_run
     config = make_config(*REFERENCE, run="interrupted")
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_training(config, progress=False, handlers=[Crash(epoch=1)])
     assert load_checkpoint(config.output.run_dir + "/checkpoints/last.pt")["trainer"]["epoch"] == 1
+    # what a kill during a checkpoint write leaves behind goes; other files stay
+    checkpoints = Path(config.output.run_dir) / "checkpoints"
+    (checkpoints / ".last.pt.k1ll3d_x.tmp.pt").write_bytes(b"partial")
+    (checkpoints / ".notes.txt").write_text("mine")
 
-    resumed = run_training(config, resume=config.output.run_dir, progress=False)
+    with caplog.at_level("WARNING"):
+        resumed = run_training(config, resume=config.output.run_dir, progress=False)
+    assert "removed 1 partial checkpoint file(s)" in caplog.text
+    assert not (checkpoints / ".last.pt.k1ll3d_x.tmp.pt").exists()
+    assert (checkpoints / ".notes.txt").read_text() == "mine"
     assert (resumed.epochs_run, resumed.iterations) == (3, 12)
     assert _max_difference(_weights(resumed.last_checkpoint), _weights(reference.last_checkpoint)) == 0.0
     a, b = load_checkpoint(resumed.last_checkpoint), load_checkpoint(reference.last_checkpoint)
