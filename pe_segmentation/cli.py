@@ -43,6 +43,9 @@ def _configure_logging(debug: bool, quiet: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    # ignite's engines log "run is terminating due to exception: ..." before re-raising; the CLI reports that
+    # error itself, in one line (the tracebacks stay available with --debug)
+    logging.getLogger("ignite.engine.engine").setLevel(logging.NOTSET if debug else logging.CRITICAL)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

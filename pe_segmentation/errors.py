@@ -8,6 +8,8 @@ with :data:`EXIT_INTERNAL`.
 
 from __future__ import annotations
 
+import re
+
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2  # argparse's own code for bad command-line usage
@@ -48,14 +50,36 @@ class OutputError(PESegError):
     exit_code = EXIT_OUTPUT
 
 
+#: A pe-seg error as the last line of a traceback: how torch passes a DataLoader worker's exception back.
+_TRACEBACK_ERROR = re.compile(r"^pe_segmentation\.errors\.(\w+): (.+)$", re.MULTILINE)
+
+
+def _from_worker_traceback(err: BaseException) -> PESegError | None:
+    """The pe-seg error a DataLoader worker process raised: torch re-raises it in the main process as an
+    exception whose message is the worker's formatted traceback, so the error survives only as text there.
+    The first match is the root of the worker's exception chain."""
+    text = str(err)
+    if "DataLoader worker process" not in text:
+        return None
+    for name, message in _TRACEBACK_ERROR.findall(text):
+        kind = globals().get(name)
+        if isinstance(kind, type) and issubclass(kind, PESegError):
+            return kind(message.strip())
+    return None
+
+
 def user_error(err: BaseException) -> PESegError | None:
     """The :class:`PESegError` behind ``err``, if any: MONAI re-raises errors from inside a transform as
-    ``RuntimeError("applying transform ...")``, keeping the original only as the cause."""
+    ``RuntimeError("applying transform ...")``, keeping the original only as the cause; torch re-raises a
+    DataLoader worker's errors with only their text (see :func:`_from_worker_traceback`)."""
     seen: set[int] = set()
     current: BaseException | None = err
     while current is not None and id(current) not in seen:
-        if isinstance(current, PESegError):
+        if isinstance(current, PESegError) and "DataLoader worker process" not in str(current):
             return current
+        found = _from_worker_traceback(current)
+        if found is not None:
+            return found
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None

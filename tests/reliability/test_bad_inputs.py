@@ -258,16 +258,21 @@ def _label(c: Corpus, problem: str, array: np.ndarray, affine: np.ndarray | None
 
 
 def _training_label(
-    c: Corpus, problem: str, shape: tuple[int, int, int], spacing: float = 2.0, value: float = 0
+    c: Corpus,
+    problem: str,
+    shape: tuple[int, int, int],
+    spacing: float = 2.0,
+    value: float = 0,
+    overrides: tuple[str, ...] = (),
 ) -> Bad:
     """A toy training set (24^3 images, 2 mm voxels) whose second label is replaced by one filled with
-    ``value`` on a grid of ``shape`` and ``spacing``."""
+    ``value`` on a grid of ``shape`` and ``spacing``; ``overrides`` change the toy recipe."""
     datalist = write_toy_cases(c.root / "toy", cases=3)
     label = c.root / "toy" / "toy_01_seg.nii.gz"
     array = np.full(shape, value, np.float32 if value != int(value) else np.int16)
     nib.save(nib.Nifti1Image(array, np.diag([spacing, spacing, spacing, 1.0])), label)
     recipe = c.root / "recipe.yaml"
-    recipe.write_text(config_to_yaml(toy_config(datalist, c.out, "training.epochs=1")))
+    recipe.write_text(config_to_yaml(toy_config(datalist, c.out, "training.epochs=1", *overrides)))
     return Bad(["train", "--config", recipe, "--no-progress"], EXIT_INPUT, problem, label)
 
 
@@ -276,6 +281,10 @@ LABELS: dict[str, Callable[[Corpus], Bad]] = {
     "label-train-geometry-mismatch": lambda c: _training_label(c, "differ in geometry", (24, 24, 24), 2.5),
     "label-train-float-values": lambda c: _training_label(c, "non-integer values", (24, 24, 24), value=0.3),
     "label-train-negative-values": lambda c: _training_label(c, "negative values", (24, 24, 24), value=-1),
+    # found while training, in a DataLoader worker process: torch passes the error back as text only
+    "label-train-float-values-in-worker": lambda c: _training_label(
+        c, "non-integer values", (24, 24, 24), value=0.3, overrides=("data.cache=none", "data.num_workers=2")
+    ),
     "label-shape-mismatch": lambda c: _label(c, "differ in shape", np.zeros((24, 20, 9), np.uint8)),
     "label-geometry-mismatch": lambda c: _label(
         c, "differ in geometry", np.zeros(c.ct.shape, np.uint8), make_affine(spacing=(0.7, 0.8, 2.5))
