@@ -48,6 +48,7 @@ from pe_segmentation.engine.checkpoint import (
 from pe_segmentation.engine.distributed import all_gather_objects
 from pe_segmentation.engine.metrics import KEY_METRIC, METRIC_NAMES, VAL_METRICS
 from pe_segmentation.evaluation.plots import plot_training_curves
+from pe_segmentation.evaluation.tables import read_csv_table
 from pe_segmentation.io.atomic import atomic_write_text, remove_partial_outputs
 
 log = logging.getLogger("pe_segmentation.engine")
@@ -290,27 +291,7 @@ def write_metrics_csv(path: str | os.PathLike[str], rows: Sequence[Mapping[str, 
 
 def read_metrics_csv(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Rows of a metrics CSV as dicts of numbers (``None`` for empty cells); ``[]`` if there is no file."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    rows = []
-    with open(path, newline="", encoding="utf-8") as handle:
-        for raw in csv.DictReader(handle):
-            row: dict[str, Any] = {}
-            for key, value in raw.items():
-                if key is None:
-                    continue
-                if value in (None, ""):
-                    row[key] = None
-                elif key in ("epoch", "iteration"):
-                    row[key] = int(float(value))
-                else:
-                    try:
-                        row[key] = float(value)
-                    except ValueError:
-                        row[key] = value
-            rows.append(row)
-    return rows
+    return read_csv_table(path)[1] if Path(path).is_file() else []
 
 
 class MetricsLogger:

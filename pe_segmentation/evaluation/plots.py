@@ -5,7 +5,6 @@ All figures are drawn with matplotlib's Agg backend (no display needed) and writ
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -14,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pe_segmentation.errors import InputDataError
+from pe_segmentation.evaluation.tables import read_csv_table
 from pe_segmentation.io.atomic import atomic_output
 
 __all__ = ["METRIC_TITLES", "plot_froc", "plot_metric_boxes", "plot_training_curves", "read_metrics_csv"]
@@ -177,27 +176,12 @@ def read_metrics_csv(csv_path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     Raises:
         InputDataError: the file is missing or unreadable.
     """
-    path = Path(csv_path)
-    if not path.is_file():
-        raise InputDataError(f"{path}: no such file")
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            rows = list(reader)
-            fieldnames = [name for name in reader.fieldnames or [] if name]
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise InputDataError(f"{path}: cannot read ({err})") from err
+    columns, rows = read_csv_table(csv_path)
 
     def number(cell: Any) -> float:
-        try:
-            return float(cell)
-        except (TypeError, ValueError):
-            return math.nan
+        return float(cell) if isinstance(cell, (int, float)) else math.nan
 
-    return {
-        name.strip(): np.array([number(row.get(name)) for row in rows], dtype=np.float64)
-        for name in fieldnames
-    }
+    return {name: np.array([number(row.get(name)) for row in rows], dtype=np.float64) for name in columns}
 
 
 def plot_training_curves(csv_path: str | os.PathLike[str], png_path: str | os.PathLike[str]) -> Path:

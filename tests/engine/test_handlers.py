@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from PIL import Image
@@ -17,6 +18,7 @@ from pe_segmentation.engine.handlers import (
     write_metrics_csv,
 )
 from pe_segmentation.evaluation.plots import plot_training_curves
+from pe_segmentation.evaluation.plots import read_metrics_csv as plot_columns
 
 
 def _engine() -> Engine:
@@ -48,6 +50,12 @@ def test_metrics_csv_round_trip(tmp_path):
     assert back[1]["epoch"] == 2
     assert math.isclose(back[1]["val_iou"], 1 / 3, rel_tol=1e-5)
     assert read_metrics_csv(tmp_path / "missing.csv") == []
+    # the plots read the same parser's output as columns: empty cells are NaN there
+    columns = plot_columns(path)
+    assert list(columns) == list(CSV_COLUMNS)
+    np.testing.assert_allclose(columns["train_loss"], [1.5, 1.2])
+    assert math.isnan(columns["val_dice"][0])
+    assert columns["val_dice"][1] == 0.5
 
     png = plot_training_curves(path, tmp_path / "curves.png")
     with Image.open(png) as image:
