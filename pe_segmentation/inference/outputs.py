@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -91,12 +92,31 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def _this_host() -> str:
+    """This machine's name as it appears in staging folder names (no ``-``, which separates the fields)."""
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
+
+
+def _owner() -> str:
+    """``HOST-PID``: which process on which machine a staging folder belongs to."""
+    return f"{_this_host()}-{os.getpid()}"
+
+
 def _remove_dead_staging(output: Path, case: str) -> None:
-    """Remove the staging (``.partial-PID``) and replaced (``.old-PID``) folders of ``case`` whose process is
-    gone: what a run killed mid-case (SIGKILL, power loss) leaves behind. Hidden, never under the case's name."""
+    """Remove the staging (``.partial-HOST-PID``) and replaced (``.old-HOST-PID``) folders of ``case`` whose
+    process is gone: what a run killed mid-case (SIGKILL, power loss) leaves behind. Hidden, never under the
+    case's name. Only folders of this machine are judged (an output folder on a network share may hold another
+    machine's case in progress); names without a host (pe-seg 0.1 wrote ``.partial-PID``) count as local."""
+    here = _this_host()
     for path in output.glob(f".{glob.escape(case)}.*-*"):
-        stem, _, pid = path.name.rpartition("-")
-        if stem in (f".{case}.partial", f".{case}.old") and pid.isdigit() and not _process_alive(int(pid)):
+        kind, _, owner = path.name[len(case) + 2 :].partition("-")
+        host, _, pid = owner.rpartition("-")
+        if (
+            kind in ("partial", "old")
+            and host in ("", here)
+            and pid.isdigit()
+            and not _process_alive(int(pid))
+        ):
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -113,12 +133,12 @@ def staged_case_folder(output: Path, case: str) -> Iterator[Path]:
     except OSError as err:
         raise OutputError(f"{output}: cannot create output folder ({err.strerror or err})") from err
     _remove_dead_staging(output, case)
-    staging = output / f".{case}.partial-{os.getpid()}"
+    staging = output / f".{case}.partial-{_owner()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
         yield staging
-        old = output / f".{case}.old-{os.getpid()}"
+        old = output / f".{case}.old-{_owner()}"
         if final.exists():
             os.replace(final, old)
         os.replace(staging, final)
