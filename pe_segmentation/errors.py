@@ -50,6 +50,8 @@ class OutputError(PESegError):
     exit_code = EXIT_OUTPUT
 
 
+#: What torch's message says when it re-raises a DataLoader worker's exception (its traceback as text).
+_WORKER_MARK = "DataLoader worker process"
 #: A pe-seg error as the last line of a traceback: how torch passes a DataLoader worker's exception back.
 _TRACEBACK_ERROR = re.compile(r"^pe_segmentation\.errors\.(\w+): (.+)$", re.MULTILINE)
 
@@ -59,7 +61,7 @@ def _from_worker_traceback(err: BaseException) -> PESegError | None:
     exception whose message is the worker's formatted traceback, so the error survives only as text there.
     The first match is the root of the worker's exception chain."""
     text = str(err)
-    if "DataLoader worker process" not in text:
+    if _WORKER_MARK not in text:
         return None
     for name, message in _TRACEBACK_ERROR.findall(text):
         kind = globals().get(name)
@@ -75,7 +77,7 @@ def user_error(err: BaseException) -> PESegError | None:
     seen: set[int] = set()
     current: BaseException | None = err
     while current is not None and id(current) not in seen:
-        if isinstance(current, PESegError) and "DataLoader worker process" not in str(current):
+        if isinstance(current, PESegError) and _WORKER_MARK not in str(current):
             return current
         found = _from_worker_traceback(current)
         if found is not None:

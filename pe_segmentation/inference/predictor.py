@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 from monai.transforms import Compose, Spacingd
+from monai.utils import convert_to_numpy
 
 from pe_segmentation.config import Config, replace_section
 from pe_segmentation.data.transforms import build_inference_transforms
@@ -211,11 +212,6 @@ def _fast_config(config: Config) -> Config:
     return replace_section(config, "preprocessing", spacing=coarser)
 
 
-def _affine(image: Any) -> np.ndarray:
-    """The float64 affine of a MONAI image, wherever its data lives."""
-    return torch.as_tensor(image.affine).detach().cpu().numpy().astype(np.float64)
-
-
 def _split_at_resampling(chain: Compose) -> tuple[Compose, Compose]:
     """The chain before its first ``Spacingd`` and from it on (the grid before resampling fixes the body box)."""
     steps = list(chain.transforms)
@@ -381,7 +377,7 @@ class Predictor:
         chain = build_inference_transforms(self.config.preprocessing, reader=PreloadedReader(volume))
         before, after = _split_at_resampling(chain)
         data = before({"image": str(volume.metadata.get("source", "volume"))})
-        cropped_affine = _affine(data["image"])
+        cropped_affine = convert_to_numpy(data["image"].affine, dtype=np.float64)
         cropped_shape = tuple(data["image"].shape[1:])
         if stitch_device(self.device, 2 * int(np.prod(cropped_shape))).type == "cuda":
             # resampling and windowing on the GPU too (MONAI's transforms follow their input's device): on an
@@ -394,7 +390,7 @@ class Predictor:
             volume.shape,
             cropped_affine,
             cropped_shape,
-            _affine(prepared),
+            convert_to_numpy(prepared.affine, dtype=np.float64),
             tuple(prepared.shape[1:]),
         )
         tensor = prepared.as_tensor() if hasattr(prepared, "as_tensor") else torch.as_tensor(prepared)
