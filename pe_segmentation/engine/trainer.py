@@ -64,6 +64,7 @@ from monai.inferers import SimpleInferer
 from pe_segmentation.config import Config, config_to_yaml
 from pe_segmentation.data.splits import Split, get_or_create_split, load_split
 from pe_segmentation.engine import distributed as ddp
+from pe_segmentation.engine.allocator import keep_freed_memory
 from pe_segmentation.engine.checkpoint import (
     find_resume_checkpoint,
     load_checkpoint,
@@ -456,6 +457,8 @@ def run_training(
     local_rank = int(os.environ.get("LOCAL_RANK", "0")) if ddp.under_launcher() else None
     device = select_device(config.training.device, local_rank)
     context = ddp.init_distributed(use_cuda=device.type == "cuda")
+    if device.type == "cpu":
+        keep_freed_memory()
     if context.distributed and device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # processes sharing the CPU: split its cores (as torchrun's OMP_NUM_THREADS=1 default does, less bluntly)
         local = int(os.environ.get("LOCAL_WORLD_SIZE", context.world_size))

@@ -33,6 +33,7 @@ from monai.utils import convert_to_numpy
 
 from pe_segmentation.config import Config, replace_section
 from pe_segmentation.data.transforms import build_inference_transforms
+from pe_segmentation.engine.allocator import keep_freed_memory
 from pe_segmentation.engine.checkpoint import load_checkpoint, load_model_weights
 from pe_segmentation.errors import CheckpointError, ConfigError
 from pe_segmentation.inference.devices import inference_device, inference_precision, stitch_device
@@ -282,6 +283,8 @@ class Predictor:
 
         self.device = device if isinstance(device, torch.device) else inference_device(device)
         self.precision = inference_precision(precision, self.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()
         spatial_dims = self.config.patch.spatial_dims
         self.memory_format = None
         if channels_last:
