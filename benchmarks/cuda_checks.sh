@@ -51,10 +51,10 @@ train_bench_model() {
   "$PY" -m pe_segmentation synth --output "$data" --cases "${MODEL_CASES:-16}" --seed 1 --shape 256 256 214 \
     --spacing 1.4 1.4 1.4 --no-progress || return
   # killed by its time limit, the run still leaves its last checkpoint; validation every 10 epochs keeps a best
-  local settings=(data.path="$data" data.dataset=synthetic data.val_fraction=0.15 data.num_workers=6
-    model.base_channels=16 "patch.patch_size=[64, 64, 64]" patch.samples_per_volume=4 patch.pos_fraction=0.5
-    "validation.roi_size=[96, 96, 96]" validation.every=10 training.epochs="${MODEL_EPOCHS:-100}"
-    training.batch_size=4 training.augment=true optimizer.lr=2e-3 schedule.warmup_epochs=2
+  local settings=(data.path="$data" data.dataset=synthetic data.val_fraction=0.15 data.num_workers=12
+    model.base_channels=16 "patch.patch_size=[96, 96, 96]" patch.samples_per_volume=4 patch.pos_fraction=0.5
+    "validation.roi_size=[96, 96, 96]" validation.every=10 training.epochs="${MODEL_EPOCHS:-150}"
+    training.batch_size=2 training.augment=true optimizer.lr=1e-3 schedule.warmup_epochs=2
     output.run_dir="$run" output.tensorboard=false)
   local overrides=() setting
   for setting in "${settings[@]}"; do overrides+=(--set "$setting"); done
@@ -74,11 +74,12 @@ keep = {k: saved.get(k) for k in ("config", "trainer", "metrics", "versions", "s
 save_checkpoint(target, {"kind": "bench", "model": weights, **keep})
 print(f"exported {source} (epoch {saved['trainer']['epoch']}, metrics {saved.get('metrics')}) to {target}")
 EOF
+  cp "$run/metrics.csv" "$OUT_DIR/bench_model_metrics.csv"
   tail -n 3 "$run/metrics.csv"
 }
 export -f train_bench_model
 export PY WORK OUT_DIR
-phase model 260 bash -c train_bench_model
+phase model $((${MODEL_SECONDS:-180} + 90)) bash -c train_bench_model
 
 # the peer as bundles run on a GPU: fp16 autocast (PEERS=bf16 for a dry run on a CPU)
 phase infer-bench 240 "$PY" benchmarks/bench_infer.py --device "$DEVICE" \
