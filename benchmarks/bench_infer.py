@@ -205,9 +205,8 @@ def monai_pipeline(series: str, output: str, checkpoint: str, variant: str, devi
     """The MONAI model-zoo style pipeline (in a child process); prints its stage timings as JSON.
 
     ``variant``: ``fp32``, ``bf16`` or ``fp16`` (autocast, as a bundle's ``amp: true`` on a GPU), with
-    ``+crop`` for the same pipeline given the body crop that pe-seg's training uses (``CropForegroundd``
-    before ``Spacingd``, the checkpoint's threshold and margin): fewer windows, laid elsewhere than pe-seg's,
-    which tiles the whole image as the plain pipeline does. ``device_name``: on a GPU
+    ``+crop`` for the same pipeline given pe-seg's body crop (``CropForegroundd`` before ``Spacingd``, the
+    checkpoint's threshold and margin), whose windows then lie where pe-seg's do. ``device_name``: on a GPU
     the preprocessed volume, the windows and the stitched output all live there, as in the model zoo's bundles.
     """
     precision, _, crop = variant.partition("+")
@@ -370,9 +369,9 @@ def main() -> None:
     parser.add_argument(
         "--peer",
         nargs="+",
-        default=["fp32", "bf16"],
+        default=["fp32", "bf16", "bf16+crop"],
         choices=["fp32", "bf16", "fp16", "fp32+crop", "bf16+crop", "fp16+crop"],
-        help="MONAI pipelines to run (+crop: cropped to the body first, as in pe-seg's training)",
+        help="MONAI pipelines to run (+crop: with pe-seg's body crop, for a like-for-like agreement)",
     )
     parser.add_argument("--fast", action="store_true", help="also run pe-seg infer --fast")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N, for both pipelines")

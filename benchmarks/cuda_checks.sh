@@ -84,4 +84,4 @@ phase model $((${MODEL_SECONDS:-180} + 90)) bash -c train_bench_model
 # the peer as bundles run on a GPU: fp16 autocast (PEERS=bf16 for a dry run on a CPU)
 phase infer-bench 240 "$PY" benchmarks/bench_infer.py --device "$DEVICE" \
   --checkpoint "$OUT_DIR/bench_unet16_fp16.pt" \
-  --peer ${PEERS:-fp16} --repeats 2 --slices "${BENCH_SLICES:-300}"
+  --peer ${PEERS:-fp16 fp16+crop} --repeats 2 --slices "${BENCH_SLICES:-300}"

@@ -67,8 +67,6 @@ log = logging.getLogger(__name__)
 FAST_SPACING_FACTOR = 1.5
 #: ... and windows overlap this much (docs/inference.md gives the agreement this costs).
 FAST_OVERLAP = 0.0
-# distinct constant windows remembered by EmbolusLogit (in practice one: air clipped by the HU window)
-_MAX_CONSTANT_OUTPUTS = 8
 
 
 @dataclass
@@ -150,10 +148,6 @@ class EmbolusLogit(nn.Module):
     of windows gives exactly the log-odds of the blended logits that MONAI would compute. A 1-channel network
     is taken as a sigmoid network. Logits are taken in float32 even under autocast.
 
-    A window that holds one value throughout (air around the body, or padding, after the HU window) gives the
-    same output wherever it lies, so that output is computed once per value and reused: the same result as
-    running each such window, at no network cost.
-
     Args:
         network: the segmentation network (eval mode is set by the caller).
         embolus_channel: output channel of the embolus class.
@@ -176,10 +170,6 @@ class EmbolusLogit(nn.Module):
         self.embolus_channel = int(embolus_channel)
         self.flips = [tuple(int(a) for a in f) for f in flips]
         self.memory_format = memory_format
-        self._constant_outputs: dict[tuple, torch.Tensor] = {}
-        #: windows given since the last reset, and how many of them the network ran on (per TTA pass)
-        self.windows_given = 0
-        self.windows_run = 0
 
     def log_odds(self, logits: torch.Tensor) -> torch.Tensor:
         """``(B, C, ...)`` logits to ``(B, 1, ...)`` float32 embolus log-odds."""
@@ -197,43 +187,6 @@ class EmbolusLogit(nn.Module):
         return target - torch.logsumexp(others, dim=1, keepdim=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.windows_given += x.shape[0]
-        constant = constant_windows(x)
-        if not bool(constant.any()):
-            self.windows_run += x.shape[0]
-            return self._log_odds_over_flips(x)
-        # windows holding one value (air, or padding, after the HU window) give one output wherever they lie
-        # (the network is translation-equivariant): compute it once per value instead of once per window
-        out = torch.empty((x.shape[0], 1, *x.shape[2:]), dtype=torch.float32, device=x.device)
-        for index in constant.nonzero().flatten().tolist():
-            out[index] = self._constant_window_output(x[index : index + 1])[0]
-        varying = ~constant
-        if bool(varying.any()):
-            inputs = x[varying]
-            if self.memory_format is not None:
-                inputs = inputs.contiguous(memory_format=self.memory_format)
-            out[varying] = self._log_odds_over_flips(inputs)
-            self.windows_run += inputs.shape[0]
-        return out
-
-    def _constant_window_output(self, window: torch.Tensor) -> torch.Tensor:
-        device = window.device.type
-        key = (
-            float(window.flatten()[0]),
-            tuple(window.shape),
-            window.dtype,
-            str(window.device),
-            torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device),
-        )
-        output = self._constant_outputs.get(key)
-        if output is None:
-            if len(self._constant_outputs) >= _MAX_CONSTANT_OUTPUTS:
-                self._constant_outputs.clear()
-            output = self._constant_outputs[key] = self._log_odds_over_flips(window)
-            self.windows_run += 1
-        return output
-
-    def _log_odds_over_flips(self, x: torch.Tensor) -> torch.Tensor:
         total = None
         for axes in self.flips:
             inputs = torch.flip(x, axes) if axes else x
@@ -248,26 +201,6 @@ class EmbolusLogit(nn.Module):
             total = logit if total is None else total + logit
         assert total is not None
         return total if len(self.flips) == 1 else total / len(self.flips)
-
-
-def constant_windows(x: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` bool: which windows of a ``(B, C, *spatial)`` batch hold a single value in all channels."""
-    flat = x.flatten(1)
-    return flat.amax(dim=1) == flat.amin(dim=1)
-
-
-def _whole_image_windows(config: Config) -> Config:
-    """The config with the body crop off: windows tile the whole resampled CT, as in a plain MONAI pipeline.
-
-    Training and validation crop to the body first, which tiles fewer windows, but lays them elsewhere than
-    MONAI's ``SlidingWindowInferer`` on the whole image does, and a network's output near a clot's edge
-    depends on where its windows lie: on the benchmark CT, 6% of the clot voxels differed from a plain MONAI
-    pipeline's (Dice 0.94, docs/inference.md). Tiling the whole image gives MONAI's windows exactly, so the
-    masks agree; windows of pure air cost nothing (:class:`EmbolusLogit`).
-    """
-    if not config.preprocessing.crop_foreground:
-        return config
-    return replace_section(config, "preprocessing", crop_foreground=False)
 
 
 def _fast_config(config: Config) -> Config:
@@ -327,7 +260,7 @@ class Predictor:
         model_info: dict[str, Any] | None = None,
     ) -> None:
         self.trained_config = config
-        self.config = _whole_image_windows(_fast_config(config) if fast else config)
+        self.config = _fast_config(config) if fast else config
         settings = config.inference
         self.threshold = float(settings.threshold if threshold is None else threshold)
         self.min_volume_mm3 = float(settings.min_volume_mm3 if min_volume_mm3 is None else min_volume_mm3)
@@ -468,7 +401,6 @@ class Predictor:
         seconds["preprocess"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        self.window_network.windows_given = self.window_network.windows_run = 0
         probability, stitch = self._network_probability(tensor)
         seconds["network"] = time.perf_counter() - start
 
@@ -493,9 +425,7 @@ class Predictor:
             **self.settings(),
             "stitch_device": str(stitch),
             "network_grid": list(mapping.network_shape),
-            # windows of MONAI's tiling, and those the network ran on (one per constant value, e.g. air)
-            "windows": self.window_network.windows_given,
-            "windows_run": self.window_network.windows_run,
+            "body_box": [[s.start, s.stop - 1] for s in mapping.body_box],
         }
         full = None
         if result.probability is not None:

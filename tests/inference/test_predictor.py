@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 from conftest import make_affine
 from monai.data import MetaTensor
 from monai.inferers import SlidingWindowInferer
@@ -35,11 +34,9 @@ GEOMETRIES = {
 
 
 def monai_reference(config, network, path: str) -> np.ndarray:
-    """The embolus probability as a MONAI user computes it: LoadImaged ... Spacingd, SlidingWindowInferer on
-    the whole image (no body crop), softmax, Invertd (bilinear) back onto the input grid."""
-    chain = build_inference_transforms(
-        replace_section(config, "preprocessing", crop_foreground=False).preprocessing
-    )
+    """The embolus probability as a MONAI user computes it: LoadImaged ... Spacingd, SlidingWindowInferer,
+    softmax, Invertd (bilinear) back onto the input grid."""
+    chain = build_inference_transforms(config.preprocessing)
     data = chain({"image": path})
     roi = tuple(config.patch.patch_size)
     inferer = SlidingWindowInferer(
@@ -276,61 +273,3 @@ def test_cpu_prediction_keeps_freed_memory_for_reuse(monkeypatch):
     monkeypatch.setattr("pe_segmentation.inference.predictor.keep_freed_memory", lambda: calls.append(1))
     Predictor(IntensityNet(), tiny_config(None), "cpu", "fp32")
     assert calls == [1]
-
-
-class CountingNet(nn.Module):
-    """Wraps a network and counts the windows it is given."""
-
-    def __init__(self, network: nn.Module) -> None:
-        super().__init__()
-        self.network, self.windows = network, 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.windows += x.shape[0]
-        return self.network(x)
-
-
-@pytest.mark.parametrize("tta", [False, True])
-def test_constant_windows_run_once_and_give_each_window_its_own_output(tta):
-    config = tiny_config(None)
-    network = tiny_network(config)
-    flips = flip_combinations(3) if tta else [()]
-    torch.manual_seed(1)
-    batch = torch.rand(5, 1, 16, 16, 16)
-    batch[1] = 0.0  # air after the HU window
-    batch[3] = 0.0
-    batch[4] = 1.0  # another constant value
-    counting = CountingNet(network)
-    logit = EmbolusLogit(counting, flips=flips)
-    with torch.no_grad():
-        combined = logit(batch)
-        expected = torch.cat([EmbolusLogit(network, flips=flips)(batch[i : i + 1]) for i in range(5)])
-    torch.testing.assert_close(combined, expected, atol=1e-5, rtol=1e-5)
-    # two varying windows and one run per constant value, each pass of the TTA over all of them
-    assert counting.windows == 4 * len(flips)
-    with torch.no_grad():
-        again = logit(torch.zeros(2, 1, 16, 16, 16))
-    assert counting.windows == 4 * len(flips)  # remembered
-    torch.testing.assert_close(again, expected[[1, 3]])
-
-
-def test_whole_image_windows_match_monai_and_skip_the_air(tmp_path):
-    """A body in a wide field of air: pe-seg tiles the whole image as MONAI does (so the masks agree), but
-    the windows of pure air do not reach the network."""
-    config = tiny_config(None, crop=True)
-    network = tiny_network(config)
-    array = np.full((72, 64, 48), -1000, dtype=np.int16)
-    array[24:48, 20:44, 12:36] = np.random.default_rng(0).normal(200, 250, (24, 24, 24)).astype(np.int16)
-    path = write_volume(Volume(array, make_affine((1.0, 1.0, 1.0)), {}), tmp_path / "ct.nii.gz")
-    reference = monai_reference(config, network, str(path))
-
-    counting = CountingNet(network)
-    prediction = Predictor(counting, config, "cpu", "fp32", channels_last=False).predict(path)
-    expected = reference >= 0.5
-    assert expected.sum() > 0
-    differs = prediction.mask.array.astype(bool) != expected
-    assert not (differs & (np.abs(reference - 0.5) > 1e-5)).any()
-    # MONAI's grid: 6 x 5 x 4 windows of 16 at stride 12; those wholly in air (windowed 0) run once together
-    assert 0 < counting.windows <= 6 * 5 * 4 // 2
-    assert prediction.details["windows"] == 6 * 5 * 4
-    assert prediction.details["windows_run"] == counting.windows
