@@ -254,3 +254,11 @@ def test_no_validation_split(make_config):
     assert result.best_checkpoint is None
     assert result.iterations == 6  # all 6 cases x 2 patches / batch 2
     assert _rows(result.metrics_csv)[0]["val_dice"] == ""
+
+
+def test_cpu_training_keeps_freed_memory_for_reuse(make_config, monkeypatch):
+    """A CPU run sets malloc to reuse freed blocks (engine/allocator.py), before its first batch."""
+    calls = []
+    monkeypatch.setattr("pe_segmentation.engine.trainer.keep_freed_memory", lambda: calls.append(1))
+    run_training(make_config("training.epochs=1", run="allocator"), progress=False)
+    assert calls == [1]
