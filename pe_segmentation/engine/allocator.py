@@ -9,7 +9,8 @@ The usual cure is a caching allocator preloaded into the process (jemalloc or tc
 as Intel's PyTorch tuning guide advises), which a user must install and remember to set. glibc does the same
 when told to serve large blocks from its heap and not to give freed memory back (``mallopt``); torch has no
 setting for its CPU allocator, so this is done by hand here. The cost: memory freed by the process is reused by
-it but not returned to the system before it exits, which changes nothing for a job's peak.
+it but not returned to the system before it exits, and the heap fragments a little (the benchmark's peak
+resident memory grew by 7%, 1.71 to 1.84 GB).
 
 ``PE_SEG_KEEP_FREED_MEMORY=0`` switches it off.
 """
