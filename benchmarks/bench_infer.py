@@ -65,7 +65,7 @@ def train_model(path: Path, base_channels: int, epochs: int, cases: int, work: P
     """Train ``configs/unet.yaml`` at ``base_channels`` on phantoms with pe-seg's engine; copy best.pt to ``path``."""
     from pe_segmentation.config import load_config
     from pe_segmentation.data.synthetic import PhantomSettings, generate_dataset
-    from pe_segmentation.engine import run_training
+    from pe_segmentation.training import run_training
 
     data = work / "phantoms"
     # the bench series' field of view (358 x 358 x 300 mm) at a coarser voxel, resampled to 1 mm in training
@@ -111,8 +111,8 @@ def untrained_model(path: Path, width: int) -> Path:
     import torch
 
     from pe_segmentation.config import load_config
-    from pe_segmentation.engine.checkpoint import save_checkpoint
     from pe_segmentation.networks import build_network
+    from pe_segmentation.runtime.checkpoint import save_checkpoint
 
     config = load_config(ROOT / "configs" / "unet.yaml", [f"model.base_channels={width}"])
     torch.manual_seed(0)
@@ -229,8 +229,8 @@ def monai_pipeline(series: str, output: str, checkpoint: str, variant: str, devi
     )
 
     from pe_segmentation.config import Config
-    from pe_segmentation.engine.checkpoint import load_checkpoint
     from pe_segmentation.networks import build_network
+    from pe_segmentation.runtime.checkpoint import load_checkpoint
 
     saved = load_checkpoint(checkpoint)
     config = Config.from_dict(saved["config"])

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_train.py [--epochs 8] [--patch 48] [--batch 2] [--precision auto]
 
-* pe-seg: :func:`pe_segmentation.engine.run_training` on synthetic phantoms (memory cache, random patches with
+* pe-seg: :func:`pe_segmentation.training.run_training` on synthetic phantoms (memory cache, random patches with
   augmentation, MONAI ``SupervisedTrainer`` with every handler of a real run: LR schedule, loss tracking,
   TensorBoard, progress lines, checkpoints). An iteration is timed from ignite's ``GET_BATCH_STARTED`` to the
   end of its ``ITERATION_COMPLETED`` handlers, so it includes waiting for data and the per-iteration handlers;
@@ -33,7 +33,8 @@ from ignite.engine import Events
 
 from pe_segmentation.config import Config
 from pe_segmentation.data.synthetic import PhantomSettings, generate_dataset
-from pe_segmentation.engine import (
+from pe_segmentation.runtime.allocator import keep_freed_memory
+from pe_segmentation.training import (
     build_loss_function,
     build_model,
     build_optimizer,
@@ -41,8 +42,7 @@ from pe_segmentation.engine import (
     run_training,
     select_device,
 )
-from pe_segmentation.engine.allocator import keep_freed_memory
-from pe_segmentation.engine.trainer import seed_everything
+from pe_segmentation.training.trainer import seed_everything
 
 
 class IterationTimer:

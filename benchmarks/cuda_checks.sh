@@ -37,7 +37,7 @@ phase env 60 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --
   $PY -c 'import torch, monai; print(torch.__version__, monai.__version__, torch.cuda.get_device_name(0), \
   torch.cuda.is_bf16_supported())'"
 
-phase tests 150 "$PY" -m pytest -q -p no:cacheprovider tests/engine/test_cuda_training.py \
+phase tests 150 "$PY" -m pytest -q -p no:cacheprovider tests/training/test_cuda_training.py \
   tests/inference/test_cuda_inference.py
 
 # the recipe of configs/unet.yaml (patch 96, width 32, depth 4, batch 2), fp16 autocast + gradient scaling
@@ -63,7 +63,7 @@ train_bench_model() {
 import sys
 from pathlib import Path
 
-from pe_segmentation.engine.checkpoint import load_checkpoint, save_checkpoint
+from pe_segmentation.runtime.checkpoint import load_checkpoint, save_checkpoint
 
 run, target = Path(sys.argv[1]), sys.argv[2]
 best = run / "checkpoints" / "best.pt"

@@ -4,8 +4,8 @@ The bundle (``bundles/pe_segmentation/``) holds no second implementation: its co
 functions (``_target_: pe_segmentation....``). What MONAI's ``ConfigWorkflow`` needs and pe-seg does not already
 have is here:
 
-* :class:`BundleTrainer`: the bundle's ``train#trainer``. Its ``run()`` is :func:`~pe_segmentation.engine.
-  run_training` (the ``SupervisedTrainer`` of :func:`~pe_segmentation.engine.build_trainer`, validation,
+* :class:`BundleTrainer`: the bundle's ``train#trainer``. Its ``run()`` is :func:`~pe_segmentation.training.
+  run_training` (the ``SupervisedTrainer`` of :func:`~pe_segmentation.training.build_trainer`, validation,
   checkpoints, resume, DDP) on the cases of ``train#dataset#data``, with ``train#handlers`` attached to that
   trainer; the best weights are then exported into the bundle (:func:`export_weights`).
 * :class:`CaseInferenceEngine`: the bundle's ``evaluator`` for inference, a MONAI ``Evaluator`` whose every
@@ -51,8 +51,6 @@ from pe_segmentation.config import (
     replace_section,
 )
 from pe_segmentation.data.transforms import build_train_transforms, fingerprint_hash
-from pe_segmentation.engine.checkpoint import load_checkpoint, save_checkpoint
-from pe_segmentation.engine.trainer import TrainingResult, run_training
 from pe_segmentation.errors import CheckpointError, ConfigError, InputDataError
 from pe_segmentation.inference.cases import CaseInput, discover_cases
 from pe_segmentation.inference.outputs import MASK_NAME, PROBABILITY_NAME, OutputOptions
@@ -62,6 +60,8 @@ from pe_segmentation.inference.runner import CaseResult, run_case
 from pe_segmentation.inference.runner import _log_result as log_case_result
 from pe_segmentation.io.atomic import atomic_write_text
 from pe_segmentation.io.volume_files import case_name
+from pe_segmentation.runtime.checkpoint import load_checkpoint, save_checkpoint
+from pe_segmentation.training.trainer import TrainingResult, run_training
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +301,7 @@ def labelled_cases(dataset_dir: str | os.PathLike[str], image_key: str = "image"
         dataset_dir: the data set.
         image_key: the datalist key of the images (``dicom`` for the phantoms' DICOM series).
     """
-    from pe_segmentation.engine.data import load_cases
+    from pe_segmentation.training.data import load_cases
 
     return load_cases(_data_config(dataset_dir, image_key), Path(dataset_dir) / "cache")
 
@@ -406,8 +406,8 @@ def _absolute_paths(item: Mapping[str, Any]) -> dict[str, Any]:
 class BundleTrainer:
     """The bundle's ``train#trainer``: pe-seg's training run over the cases of the bundle's dataset.
 
-    ``run()`` trains with :func:`~pe_segmentation.engine.run_training`: MONAI's ``SupervisedTrainer`` built by
-    :func:`~pe_segmentation.engine.build_trainer`, validation on a seeded patient-level split
+    ``run()`` trains with :func:`~pe_segmentation.training.run_training`: MONAI's ``SupervisedTrainer`` built by
+    :func:`~pe_segmentation.training.build_trainer`, validation on a seeded patient-level split
     (``data.val_fraction``), warmup LR, metrics, TensorBoard and atomic checkpoints in ``output.run_dir``,
     resume, and DDP when started by ``torchrun``. ``train_handlers`` are attached to that trainer after
     pe-seg's own handlers. The cases are the dataset's ``data`` (what MONAI Label and other bundle clients set as

@@ -133,12 +133,12 @@ def run_command(args: argparse.Namespace) -> int:
     """Discover the cases, build the predictor(s), segment and write every case; return the exit code."""
     import torch
 
-    from pe_segmentation.engine.distributed import under_launcher
     from pe_segmentation.inference.cases import CaseInput, discover_cases
-    from pe_segmentation.inference.devices import inference_device, visible_devices
     from pe_segmentation.inference.outputs import OutputOptions
     from pe_segmentation.inference.report import file_sha256
     from pe_segmentation.inference.runner import PredictorSpec, launcher_shard, run_cases
+    from pe_segmentation.runtime.devices import inference_device, visible_devices
+    from pe_segmentation.runtime.distributed import under_launcher
 
     if getattr(args, "bundle", None) is not None:
         _apply_bundle(args)

@@ -101,7 +101,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     overrides = [*flag_overrides(args), *args.overrides]
     if args.config is None and args.resume is not None:
         from pe_segmentation.config import apply_overrides
-        from pe_segmentation.engine import resume_config
+        from pe_segmentation.training import resume_config
 
         return Config.from_dict(apply_overrides(resume_config(args.resume).to_dict(), overrides))
     return load_config(args.config, overrides)
@@ -125,7 +125,7 @@ def _no_leftover_run_folder(run_dir: Path | None) -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pe_segmentation.engine import run_training
+    from pe_segmentation.training import run_training
 
     config = config_from_args(args)
     new_folder = None if args.resume is not None else Path(config.output.run_dir).expanduser()

@@ -14,55 +14,25 @@ outputs (:func:`write_case`) and multi-case / multi-GPU runs (:func:`run_cases`)
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
-# Names are imported on first use: the training engine imports ``inference.inferer`` while the predictor
-# imports the engine, so an eager package import would be circular (and would make the engine load highdicom).
-_EXPORTS = {
-    "CaseInput": "cases",
-    "discover_cases": "cases",
-    "inference_device": "devices",
-    "inference_precision": "devices",
-    "stitch_device": "devices",
-    "visible_devices": "devices",
-    "write_dicom_seg": "dicom_seg",
-    "build_inferer": "inferer",
-    "OutputOptions": "outputs",
-    "save_preview": "outputs",
-    "write_case": "outputs",
-    "GridMapping": "postprocess",
-    "bounding_box": "postprocess",
-    "probability_to_mask": "postprocess",
-    "remove_small_components": "postprocess",
-    "FAST_OVERLAP": "predictor",
-    "FAST_SPACING_FACTOR": "predictor",
-    "EmbolusLogit": "predictor",
-    "Prediction": "predictor",
-    "Predictor": "predictor",
-    "flip_combinations": "predictor",
-    "case_report": "report",
-    "clot_report": "report",
-    "file_sha256": "report",
-    "CaseResult": "runner",
-    "PredictorSpec": "runner",
-    "run_case": "runner",
-    "run_cases": "runner",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_EXPORTS))
-
+from pe_segmentation.inference.cases import CaseInput, discover_cases
+from pe_segmentation.inference.dicom_seg import write_dicom_seg
+from pe_segmentation.inference.outputs import OutputOptions, save_preview, write_case
+from pe_segmentation.inference.postprocess import (
+    GridMapping,
+    bounding_box,
+    probability_to_mask,
+    remove_small_components,
+)
+from pe_segmentation.inference.predictor import (
+    FAST_OVERLAP,
+    FAST_SPACING_FACTOR,
+    EmbolusLogit,
+    Prediction,
+    Predictor,
+    flip_combinations,
+)
+from pe_segmentation.inference.report import case_report, clot_report, file_sha256
+from pe_segmentation.inference.runner import CaseResult, PredictorSpec, run_case, run_cases
 
 __all__ = [
     "FAST_OVERLAP",
@@ -76,21 +46,16 @@ __all__ = [
     "Predictor",
     "PredictorSpec",
     "bounding_box",
-    "build_inferer",
     "case_report",
     "clot_report",
     "discover_cases",
     "file_sha256",
     "flip_combinations",
-    "inference_device",
-    "inference_precision",
     "probability_to_mask",
     "remove_small_components",
     "run_case",
     "run_cases",
     "save_preview",
-    "stitch_device",
-    "visible_devices",
     "write_case",
     "write_dicom_seg",
 ]

@@ -1,8 +1,8 @@
 """Predict clot masks for new CTs with a trained checkpoint, on the original image grid.
 
 The preprocessing comes from the checkpoint's saved config (never a second copy), the network from the
-registry, the whole-volume inferer from :func:`~pe_segmentation.inference.inferer.build_inferer`, autocast and
-channels-last from :class:`~pe_segmentation.inference.inferer.AutocastInferer`.
+registry, the whole-volume inferer from :func:`~pe_segmentation.runtime.inferer.build_inferer`, autocast and
+channels-last from :class:`~pe_segmentation.runtime.inferer.AutocastInferer`.
 
 Where time goes is chosen with care, since inference is what users run most, often on a CPU:
 
@@ -33,11 +33,7 @@ from monai.utils import convert_to_numpy
 
 from pe_segmentation.config import Config, replace_section
 from pe_segmentation.data.transforms import build_inference_transforms
-from pe_segmentation.engine.allocator import keep_freed_memory
-from pe_segmentation.engine.checkpoint import load_checkpoint, load_model_weights
 from pe_segmentation.errors import CheckpointError, ConfigError
-from pe_segmentation.inference.devices import inference_device, inference_precision, stitch_device
-from pe_segmentation.inference.inferer import AutocastInferer, build_inferer
 from pe_segmentation.inference.postprocess import (
     GridMapping,
     bounding_box,
@@ -48,6 +44,10 @@ from pe_segmentation.io.loader import load_volume
 from pe_segmentation.io.monai_reader import PESegReader
 from pe_segmentation.io.volume import Volume
 from pe_segmentation.networks import build_network
+from pe_segmentation.runtime.allocator import keep_freed_memory
+from pe_segmentation.runtime.checkpoint import load_checkpoint, load_model_weights
+from pe_segmentation.runtime.devices import inference_device, inference_precision, stitch_device
+from pe_segmentation.runtime.inferer import AutocastInferer, build_inferer
 
 __all__ = [
     "FAST_OVERLAP",
@@ -227,7 +227,7 @@ class Predictor:
         network: the trained network.
         config: the config it was trained with (preprocessing, window size, inference defaults).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (or a ``torch.device``).
-        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (see :mod:`pe_segmentation.inference.devices`).
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (see :mod:`pe_segmentation.runtime.devices`).
         overlap: window overlap; default ``inference.overlap`` (``--fast``: :data:`FAST_OVERLAP`).
         sw_batch_size: windows per forward pass; default ``inference.sw_batch_size``.
         threshold: probability at or above which a voxel is embolus, in (0, 1]; default ``inference.threshold``.

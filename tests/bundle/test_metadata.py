@@ -22,8 +22,8 @@ from pe_segmentation.bundle import (
     main,
 )
 from pe_segmentation.config import Config, load_config
-from pe_segmentation.engine.checkpoint import load_checkpoint
 from pe_segmentation.errors import ConfigError
+from pe_segmentation.runtime.checkpoint import load_checkpoint
 
 from .conftest import BUNDLE
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pe_segmentation.engine.checkpoint import load_checkpoint
+from pe_segmentation.runtime.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 

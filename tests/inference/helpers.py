@@ -10,9 +10,9 @@ import torch
 import torch.nn as nn
 
 from pe_segmentation.config import Config
-from pe_segmentation.engine.checkpoint import save_checkpoint
 from pe_segmentation.io.volume import Volume
 from pe_segmentation.networks import build_network
+from pe_segmentation.runtime.checkpoint import save_checkpoint
 
 #: The CT of most tests: 40 x 36 x 30 voxels.
 SHAPE = (40, 36, 30)

@@ -15,9 +15,9 @@ import torch
 from conftest import make_affine
 
 from pe_segmentation.inference import predictor as predictor_module
-from pe_segmentation.inference.devices import visible_devices
 from pe_segmentation.inference.predictor import Predictor
 from pe_segmentation.io.volume_files import read_volume, write_volume
+from pe_segmentation.runtime.devices import visible_devices
 
 from .helpers import make_ct, tiny_config, tiny_network
 

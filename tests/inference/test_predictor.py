@@ -11,7 +11,6 @@ from monai.inferers import SlidingWindowInferer
 
 from pe_segmentation.config import replace_section
 from pe_segmentation.data.transforms import build_inference_transforms, build_inverse
-from pe_segmentation.engine.checkpoint import save_checkpoint
 from pe_segmentation.errors import CheckpointError, ConfigError
 from pe_segmentation.inference.predictor import (
     FAST_OVERLAP,
@@ -23,6 +22,7 @@ from pe_segmentation.inference.predictor import (
 from pe_segmentation.io.dicom_reader import read_dicom_series
 from pe_segmentation.io.volume import Volume
 from pe_segmentation.io.volume_files import write_volume
+from pe_segmentation.runtime.checkpoint import save_checkpoint
 
 from .helpers import IntensityNet, make_ct, tiny_config, tiny_network
 

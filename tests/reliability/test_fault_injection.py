@@ -27,10 +27,11 @@ from engine.conftest import toy_config, write_toy_cases
 from inference.helpers import make_ct
 
 from pe_segmentation.config import config_to_yaml
-from pe_segmentation.engine import load_checkpoint, run_training
 from pe_segmentation.errors import EXIT_OUTPUT, OutputError
 from pe_segmentation.io.atomic import atomic_write_bytes
 from pe_segmentation.io.volume_files import read_volume, write_volume
+from pe_segmentation.runtime import load_checkpoint
+from pe_segmentation.training import run_training
 
 from .conftest import files_under
 

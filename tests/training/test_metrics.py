@@ -7,7 +7,7 @@ import torch
 from ignite.engine import Engine
 from monai.networks.utils import one_hot
 
-from pe_segmentation.engine.metrics import (
+from pe_segmentation.training.metrics import (
     VAL_METRICS,
     foreground_metrics,
     metric_handlers,

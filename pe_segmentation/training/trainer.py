@@ -20,19 +20,19 @@ Run folder (``output.run_dir``; with ``resume``, the folder of the checkpoint)::
     cache/                      disk cache (``data.cache: disk``) and converted FUMPE masks
 
 The loop, per iteration: patches to the device (channels-last when ``training.channels_last``), forward pass
-under autocast (:mod:`pe_segmentation.engine.precision`), loss in float32, backward (fp16: scaled), optional
-gradient-norm clipping, optimizer step, learning-rate step (:mod:`pe_segmentation.engine.schedule`). Per
+under autocast (:mod:`pe_segmentation.runtime.precision`), loss in float32, backward (fp16: scaled), optional
+gradient-norm clipping, optimizer step, learning-rate step (:mod:`pe_segmentation.training.schedule`). Per
 epoch: validation every ``validation.every`` epochs and after the last epoch (sliding-window inference on whole
 volumes; ``SliceInferer`` for 2D networks), metrics CSV / curves / TensorBoard, checkpoints, early stop.
 
 Reproducibility: with the same seed, data and settings, a CPU run gives the same weights: the network is
 initialised after seeding with ``training.seed``, each epoch's case order and random patches depend only on
-``(seed, epoch, rank)`` (:mod:`pe_segmentation.engine.data`), and the training RNGs start from
+``(seed, epoch, rank)`` (:mod:`pe_segmentation.training.data`), and the training RNGs start from
 ``seed + rank``. Resuming restores model, optimizer, scheduler, scaler, counters and every rank's RNG states
 from ``last.pt``, so 1 epoch + resume + 1 epoch gives the weights of 2 epochs. On CUDA, cuDNN may pick
 non-deterministic kernels, so GPU runs are close but not bitwise repeatable.
 
-Distributed (DDP): see :mod:`pe_segmentation.engine.distributed`. Each of N processes trains on its share
+Distributed (DDP): see :mod:`pe_segmentation.runtime.distributed`. Each of N processes trains on its share
 of the training volumes per epoch with ``training.batch_size`` patches per iteration (an effective batch of
 N x batch_size), gradients are averaged over processes, validation cases are shared out and the metrics
 gathered over all of them. Only rank 0 writes files. With a loss that is a mean over patches (Dice with
@@ -63,9 +63,13 @@ from monai.inferers import SimpleInferer
 
 from pe_segmentation.config import Config, config_to_yaml
 from pe_segmentation.data.splits import Split, get_or_create_split, load_split
-from pe_segmentation.engine import distributed as ddp
-from pe_segmentation.engine.allocator import keep_freed_memory
-from pe_segmentation.engine.checkpoint import (
+from pe_segmentation.errors import CheckpointError, ConfigError
+from pe_segmentation.io.atomic import atomic_write_text
+from pe_segmentation.losses import DeepSupervisionLoss, build_loss
+from pe_segmentation.networks import build_network
+from pe_segmentation.runtime import distributed as ddp
+from pe_segmentation.runtime.allocator import keep_freed_memory
+from pe_segmentation.runtime.checkpoint import (
     find_resume_checkpoint,
     load_checkpoint,
     load_model_weights,
@@ -73,8 +77,10 @@ from pe_segmentation.engine.checkpoint import (
     set_rng_state,
     unwrap_model,
 )
-from pe_segmentation.engine.data import PatchBatches, build_train_batches, build_val_loader, load_cases
-from pe_segmentation.engine.handlers import (
+from pe_segmentation.runtime.inferer import AutocastInferer, build_inferer
+from pe_segmentation.runtime.precision import Precision, resolve_precision, select_device
+from pe_segmentation.training.data import PatchBatches, build_train_batches, build_val_loader, load_cases
+from pe_segmentation.training.handlers import (
     CheckpointWriter,
     EarlyStop,
     EpochSeeding,
@@ -87,16 +93,10 @@ from pe_segmentation.engine.handlers import (
     attach_progress,
     read_metrics_csv,
 )
-from pe_segmentation.engine.metrics import metric_handlers, validation_postprocessing
-from pe_segmentation.engine.precision import Precision, resolve_precision, select_device
-from pe_segmentation.engine.schedule import build_scheduler
-from pe_segmentation.errors import CheckpointError, ConfigError
-from pe_segmentation.inference.inferer import AutocastInferer, build_inferer
-from pe_segmentation.io.atomic import atomic_write_text
-from pe_segmentation.losses import DeepSupervisionLoss, build_loss
-from pe_segmentation.networks import build_network
+from pe_segmentation.training.metrics import metric_handlers, validation_postprocessing
+from pe_segmentation.training.schedule import build_scheduler
 
-log = logging.getLogger("pe_segmentation.engine")
+log = logging.getLogger("pe_segmentation.training")
 
 __all__ = [
     "AutocastInferer",
@@ -209,7 +209,7 @@ def build_trainer(
         loss_function: ``loss(pred, label)``.
         train_data: iterable of ``{"image", "label"}`` batches with a length.
         device: the training device.
-        precision: from :func:`~pe_segmentation.engine.precision.resolve_precision`.
+        precision: from :func:`~pe_segmentation.runtime.precision.resolve_precision`.
         scheduler: stepped after every iteration.
         handlers: further handlers with ``attach(engine)``.
     """
@@ -251,7 +251,7 @@ def build_evaluator(
 ) -> SupervisedEvaluator:
     """A MONAI ``SupervisedEvaluator``: sliding-window inference on whole validation volumes (slice by slice
     for 2D networks), arg-max / threshold post-processing and the foreground metrics of
-    :mod:`pe_segmentation.engine.metrics` (``evaluator.state.metrics["val_dice"]`` ...).
+    :mod:`pe_segmentation.training.metrics` (``evaluator.state.metrics["val_dice"]`` ...).
 
     Args:
         network: the (unwrapped) network.

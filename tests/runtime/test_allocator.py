@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from pe_segmentation.engine.allocator import ENV_SWITCH
+from pe_segmentation.runtime.allocator import ENV_SWITCH
 
 try:
     _HAS_MALLINFO2 = sys.platform.startswith("linux") and hasattr(ctypes.CDLL(None), "mallinfo2")
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(not _HAS_MALLINFO2, reason="needs glibc >= 2.33 
 _PROBE = r"""
 import ctypes, json, resource, sys
 import torch
-from pe_segmentation.engine.allocator import keep_freed_memory
+from pe_segmentation.runtime.allocator import keep_freed_memory
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in (

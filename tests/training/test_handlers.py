@@ -9,7 +9,9 @@ import torch
 from ignite.engine import Engine, Events
 from PIL import Image
 
-from pe_segmentation.engine.handlers import (
+from pe_segmentation.evaluation.plots import plot_training_curves
+from pe_segmentation.evaluation.plots import read_metrics_csv as plot_columns
+from pe_segmentation.training.handlers import (
     CSV_COLUMNS,
     EarlyStop,
     RunRecord,
@@ -17,8 +19,6 @@ from pe_segmentation.engine.handlers import (
     read_metrics_csv,
     write_metrics_csv,
 )
-from pe_segmentation.evaluation.plots import plot_training_curves
-from pe_segmentation.evaluation.plots import read_metrics_csv as plot_columns
 
 
 def _engine() -> Engine:
@@ -33,7 +33,7 @@ def test_progress_bar_on_a_terminal_and_lines_otherwise(caplog):
     with caplog.at_level("INFO", logger="pe_segmentation"):
         attach_progress(lines, None, tty=False)
         lines.run(list(range(20)), max_epochs=1)
-    messages = [r.getMessage() for r in caplog.records if r.name == "pe_segmentation.engine.progress"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "pe_segmentation.training.progress"]
     assert len(messages) == 10  # about ten lines per epoch, not one per iteration
     assert "Iter: 20/20 -- loss: 19.0000" in messages[-1]
 

@@ -15,7 +15,8 @@ import csv
 import pytest
 import torch
 
-from pe_segmentation.engine import load_checkpoint, run_training, train_distributed
+from pe_segmentation.runtime import load_checkpoint
+from pe_segmentation.training import run_training, train_distributed
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ handlers; the handlers here cover what MONAI's do not do the way a pe-seg run ne
 * :class:`ValidationImages`: TensorBoard picture of one axial slice of image, label and prediction. (MONAI's
   ``TensorBoardImageHandler`` writes a 3D volume as an animated GIF of every slice.)
 * :class:`CheckpointWriter`: best / last / every-N checkpoints, atomic and ``weights_only``-loadable (see
-  :mod:`pe_segmentation.engine.checkpoint` for why not MONAI's ``CheckpointSaver``).
+  :mod:`pe_segmentation.runtime.checkpoint` for why not MONAI's ``CheckpointSaver``).
 * :class:`EarlyStop`, :class:`GradientClipping`, :class:`EpochSeeding`, and :func:`attach_progress` (a progress
   bar on a terminal, MONAI ``StatsHandler`` lines otherwise).
 """
@@ -37,7 +37,10 @@ import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
 
-from pe_segmentation.engine.checkpoint import (
+from pe_segmentation.evaluation.plots import plot_training_curves
+from pe_segmentation.evaluation.tables import read_csv_table
+from pe_segmentation.io.atomic import atomic_write_text, remove_partial_outputs
+from pe_segmentation.runtime.checkpoint import (
     BEST_NAME,
     CHECKPOINT_DIR,
     LAST_NAME,
@@ -45,13 +48,10 @@ from pe_segmentation.engine.checkpoint import (
     package_versions,
     save_checkpoint,
 )
-from pe_segmentation.engine.distributed import all_gather_objects
-from pe_segmentation.engine.metrics import KEY_METRIC, METRIC_NAMES, VAL_METRICS
-from pe_segmentation.evaluation.plots import plot_training_curves
-from pe_segmentation.evaluation.tables import read_csv_table
-from pe_segmentation.io.atomic import atomic_write_text, remove_partial_outputs
+from pe_segmentation.runtime.distributed import all_gather_objects
+from pe_segmentation.training.metrics import KEY_METRIC, METRIC_NAMES, VAL_METRICS
 
-log = logging.getLogger("pe_segmentation.engine")
+log = logging.getLogger("pe_segmentation.training")
 
 __all__ = [
     "CSV_COLUMNS",
@@ -530,7 +530,7 @@ def attach_progress(
     evaluator: Engine | None,
     *,
     tty: bool | None = None,
-    logger_name: str = "pe_segmentation.engine",
+    logger_name: str = "pe_segmentation.training",
 ) -> None:
     """Progress output: ignite's ``ProgressBar`` on a terminal, else MONAI ``StatsHandler`` lines (about ten
     per epoch) through the ``logger_name`` logger.

@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 
 from pe_segmentation.config import load_config
-from pe_segmentation.engine import load_checkpoint, lr_at, run_training
-from pe_segmentation.engine.handlers import CSV_COLUMNS
 from pe_segmentation.errors import CheckpointError, ConfigError
+from pe_segmentation.runtime import load_checkpoint
+from pe_segmentation.training import lr_at, run_training
+from pe_segmentation.training.handlers import CSV_COLUMNS
 
 from .helpers import Crash
 
@@ -259,6 +260,6 @@ def test_no_validation_split(make_config):
 def test_cpu_training_keeps_freed_memory_for_reuse(make_config, monkeypatch):
     """A CPU run sets malloc to reuse freed blocks (engine/allocator.py), before its first batch."""
     calls = []
-    monkeypatch.setattr("pe_segmentation.engine.trainer.keep_freed_memory", lambda: calls.append(1))
+    monkeypatch.setattr("pe_segmentation.training.trainer.keep_freed_memory", lambda: calls.append(1))
     run_training(make_config("training.epochs=1", run="allocator"), progress=False)
     assert calls == [1]

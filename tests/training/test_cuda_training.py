@@ -1,6 +1,6 @@
 """Training on a CUDA GPU: fp16 autocast with gradient scaling, bf16, resume, and torchrun (DDP over NCCL).
 
-Skipped without a GPU (CI has none); run on a GPU machine with ``pytest tests/engine/test_cuda_training.py``.
+Skipped without a GPU (CI has none); run on a GPU machine with ``pytest tests/training/test_cuda_training.py``.
 cuDNN's convolution kernels are not bit-reproducible run to run, so where the CPU tests demand equal weights
 these demand equal counters and learning rates and weights equal to a small tolerance.
 """
@@ -17,7 +17,8 @@ import pytest
 import torch
 import yaml
 
-from pe_segmentation.engine import load_checkpoint, run_training
+from pe_segmentation.runtime import load_checkpoint
+from pe_segmentation.training import run_training
 
 from .helpers import Crash
 

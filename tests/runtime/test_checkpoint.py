@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from pe_segmentation.engine import checkpoint as ckpt
-from pe_segmentation.engine.checkpoint import (
+from pe_segmentation.errors import CheckpointError, OutputError
+from pe_segmentation.networks import build_network
+from pe_segmentation.runtime import checkpoint as ckpt
+from pe_segmentation.runtime.checkpoint import (
     check_architecture,
     find_resume_checkpoint,
     get_rng_state,
@@ -19,8 +21,6 @@ from pe_segmentation.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from pe_segmentation.errors import CheckpointError, OutputError
-from pe_segmentation.networks import build_network
 
 UNET = {"name": "unet", "base_channels": 4, "depth": 2}
 

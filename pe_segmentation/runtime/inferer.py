@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from monai.inferers import Inferer, SliceInferer, SlidingWindowInferer
 
 from pe_segmentation.config import Config
-
-if TYPE_CHECKING:  # at run time the engine imports this module, not the reverse
-    from pe_segmentation.engine.precision import Precision
+from pe_segmentation.runtime.precision import Precision
 
 __all__ = ["AutocastInferer", "build_inferer"]
 

@@ -5,16 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pe_segmentation.config import Config
 from pe_segmentation.errors import ConfigError
-from pe_segmentation.inference.devices import (
+from pe_segmentation.runtime.devices import (
     inference_device,
     inference_precision,
     stitch_device,
     visible_devices,
 )
-from pe_segmentation.inference.inferer import build_inferer
-
-from .helpers import tiny_config
+from pe_segmentation.runtime.inferer import build_inferer
 
 CPU = torch.device("cpu")
 GPU = torch.device("cuda", 0)
@@ -84,7 +83,7 @@ def test_the_volume_stays_on_the_gpu_only_when_it_fits():
 
 
 def test_inferer_options():
-    config = tiny_config()
+    config = Config.from_dict({"patch": {"patch_size": [16, 16, 16]}})
     inferer = build_inferer(config, 0.5, 3, sw_device="cpu", device="cpu")
     assert inferer.roi_size == (16, 16, 16)
     assert inferer.overlap == 0.5

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pe_segmentation.engine import precision as precision_module
-from pe_segmentation.engine.precision import Precision, resolve_precision, select_device
 from pe_segmentation.errors import ConfigError
+from pe_segmentation.runtime import precision as precision_module
+from pe_segmentation.runtime.precision import Precision, resolve_precision, select_device
 
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda", 0)

@@ -12,7 +12,7 @@ value      CUDA                                                  CPU
 ``fp32``   no autocast                                           no autocast
 =========  ====================================================  =========================================
 
-Training prefers fp16 on CUDA (see :mod:`pe_segmentation.engine.precision`); prediction has no gradients to
+Training prefers fp16 on CUDA (see :mod:`pe_segmentation.runtime.precision`); prediction has no gradients to
 scale, and bf16 keeps fp32's exponent range, so logits cannot overflow, at the same speed on GPUs that have it.
 
 Stitching: the sliding-window output is accumulated on the GPU when the preprocessed volume and its output fit
@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import torch
 
-from pe_segmentation.engine.precision import Precision, resolve_precision, select_device
 from pe_segmentation.errors import ConfigError
+from pe_segmentation.runtime.precision import Precision, resolve_precision, select_device
 
 __all__ = ["GPU_MEMORY_SHARE", "inference_device", "inference_precision", "stitch_device", "visible_devices"]
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from pe_segmentation.config import ScheduleConfig
-from pe_segmentation.engine.schedule import WarmupDecayLR, build_scheduler, lr_at
 from pe_segmentation.errors import ConfigError
+from pe_segmentation.training.schedule import WarmupDecayLR, build_scheduler, lr_at
 
 LR = 1e-3
 CURVE = {"base_lr": LR, "total_iterations": 110, "warmup_iterations": 10, "warmup_start_factor": 0.1}
