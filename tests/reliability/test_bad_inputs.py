@@ -18,7 +18,7 @@ import pydicom
 import pytest
 import torch
 from conftest import make_affine, set_dicom_tags
-from engine.conftest import toy_config, write_toy_cases
+from training.conftest import toy_config, write_toy_cases
 from inference.helpers import tiny_config, write_checkpoint
 
 from pe_segmentation.config import config_to_yaml

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from engine.conftest import toy_config, write_toy_cases
+from training.conftest import toy_config, write_toy_cases
 from inference.helpers import make_ct
 
 from pe_segmentation.config import config_to_yaml

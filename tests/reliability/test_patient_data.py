@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from engine.conftest import toy_config
+from training.conftest import toy_config
 from inference.helpers import make_ct
 
 from pe_segmentation.config import config_to_yaml

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from engine.conftest import toy_config, write_toy_cases
+from training.conftest import toy_config, write_toy_cases
 from inference.helpers import tiny_config
 
 import pe_segmentation
