@@ -50,7 +50,7 @@ CACHE = Path(tempfile.gettempdir()) / "pe-seg-bench"
 
 def make_series(folder: Path, slices: int, seed: int) -> tuple[Path, Path]:
     """A 512 x 512 x ``slices`` CTPA phantom at 0.7 x 0.7 x 1 mm as a DICOM series, and its embolus label."""
-    from pe_segmentation.data.synthetic import LABEL_EMBOLUS, PhantomSettings, generate_phantom
+    from pe_segmentation.data.phantom import LABEL_EMBOLUS, PhantomSettings, generate_phantom
     from pe_segmentation.io.dicom_writer import write_dicom_series
     from pe_segmentation.io.volume_files import write_volume
 
@@ -64,7 +64,7 @@ def make_series(folder: Path, slices: int, seed: int) -> tuple[Path, Path]:
 def train_model(path: Path, base_channels: int, epochs: int, cases: int, work: Path) -> Path:
     """Train ``configs/unet.yaml`` at ``base_channels`` on phantoms with pe-seg's engine; copy best.pt to ``path``."""
     from pe_segmentation.config import load_config
-    from pe_segmentation.data.synthetic import PhantomSettings, generate_dataset
+    from pe_segmentation.data.phantom import PhantomSettings, generate_dataset
     from pe_segmentation.training import run_training
 
     data = work / "phantoms"

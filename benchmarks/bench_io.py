@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from pe_segmentation.data.synthetic import PhantomSettings, generate_phantom
+from pe_segmentation.data.phantom import PhantomSettings, generate_phantom
 from pe_segmentation.io.dicom_reader import read_dicom_series
 from pe_segmentation.io.dicom_writer import write_dicom_series
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from pe_segmentation.data.synthetic import PhantomSettings, generate_phantom
+from pe_segmentation.data.phantom import PhantomSettings, generate_phantom
 from pe_segmentation.io.volume_files import write_volume
 
 

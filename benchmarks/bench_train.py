@@ -32,7 +32,7 @@ import torch
 from ignite.engine import Events
 
 from pe_segmentation.config import Config
-from pe_segmentation.data.synthetic import PhantomSettings, generate_dataset
+from pe_segmentation.data.phantom import PhantomSettings, generate_dataset
 from pe_segmentation.runtime.allocator import keep_freed_memory
 from pe_segmentation.training import (
     build_loss_function,

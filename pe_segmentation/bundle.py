@@ -65,27 +65,6 @@ from pe_segmentation.training.trainer import TrainingResult, run_training
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "INPUT_TENSOR_FIELDS",
-    "METADATA_FIELDS",
-    "MODEL_FILE",
-    "OUTPUT_TENSOR_FIELDS",
-    "RECIPE_FILE",
-    "BundleInference",
-    "BundleTrainer",
-    "CaseInferenceEngine",
-    "EvaluationHandler",
-    "as_flag",
-    "check_metadata",
-    "export_weights",
-    "input_cases",
-    "labelled_cases",
-    "portable_config",
-    "read_bundle_inference",
-    "recipe_config",
-    "train_transforms",
-]
-
 #: Where a bundle keeps its weights and their recipe, relative to the bundle root.
 MODEL_FILE = "models/model.pt"
 RECIPE_FILE = "configs/recipe.yaml"
@@ -165,7 +144,10 @@ def check_metadata(metadata: Mapping[str, Any] | str | os.PathLike[str]) -> list
     if "network_data_format" in metadata:
         if not isinstance(formats, Mapping):
             return [*problems, "network_data_format: expected an object with inputs and outputs"]
-        for group, key, fields in (("inputs", "image", INPUT_TENSOR_FIELDS), ("outputs", "pred", OUTPUT_TENSOR_FIELDS)):  # fmt: skip
+        for group, key, fields in (
+            ("inputs", "image", INPUT_TENSOR_FIELDS),
+            ("outputs", "pred", OUTPUT_TENSOR_FIELDS),
+        ):
             where = f"network_data_format.{group}.{key}"
             spec = (formats.get(group) or {}).get(key) if isinstance(formats.get(group), Mapping) else None
             if not isinstance(spec, Mapping):
@@ -589,7 +571,12 @@ class CaseInferenceEngine(Evaluator):
     def _completed(self, _: Engine) -> None:
         failed = [result.name for _, result in self.results if not result.ok]
         if len(self.results) > 1 or failed:
-            log.info("%d of %d case(s) written to %s", len(self.results) - len(failed), len(self.results), self.output_dir)  # fmt: skip
+            log.info(
+                "%d of %d case(s) written to %s",
+                len(self.results) - len(failed),
+                len(self.results),
+                self.output_dir,
+            )
         if failed:
             raise InputDataError(f"{len(failed)} of {len(self.results)} case(s) failed: {', '.join(failed)}")
 

@@ -42,17 +42,6 @@ from monai.networks.utils import one_hot
 
 from pe_segmentation.errors import ConfigError
 
-__all__ = [
-    "ACTIVATIONS",
-    "LOSSES",
-    "DeepSupervisionLoss",
-    "SegmentationLoss",
-    "available_losses",
-    "build_loss",
-    "deep_supervision_weights",
-    "loss_parameters",
-]
-
 ACTIVATIONS = ("softmax", "sigmoid")
 
 
@@ -308,9 +297,15 @@ def _build_dice(
 ) -> SegmentationLoss:
     """Soft Dice loss (MONAI ``DiceLoss``), mean over samples and classes."""
     term = _dice_term(
-        activation, include_background, class_weights,
-        smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared_pred=squared_pred, jaccard=jaccard, batch=batch,
-    )  # fmt: skip
+        activation,
+        include_background,
+        class_weights,
+        smooth_nr=smooth_nr,
+        smooth_dr=smooth_dr,
+        squared_pred=squared_pred,
+        jaccard=jaccard,
+        batch=batch,
+    )
     return SegmentationLoss([("dice", term, 1.0)], activation, class_weights)
 
 
@@ -341,9 +336,15 @@ def _build_dice_ce(
     """``lambda_dice * dice + lambda_ce * ce`` (as MONAI ``DiceCELoss``)."""
     _check_lambdas(lambda_dice=lambda_dice, lambda_ce=lambda_ce)
     dice = _dice_term(
-        activation, include_background, class_weights,
-        smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared_pred=squared_pred, jaccard=jaccard, batch=batch,
-    )  # fmt: skip
+        activation,
+        include_background,
+        class_weights,
+        smooth_nr=smooth_nr,
+        smooth_dr=smooth_dr,
+        squared_pred=squared_pred,
+        jaccard=jaccard,
+        batch=batch,
+    )
     ce = _ce_term(activation, include_background, class_weights, label_smoothing=label_smoothing)
     return SegmentationLoss([("dice", dice, lambda_dice), ("ce", ce, lambda_ce)], activation, class_weights)
 
@@ -377,9 +378,15 @@ def _build_dice_focal(
     """``lambda_dice * dice + lambda_focal * focal`` (as MONAI ``DiceFocalLoss``)."""
     _check_lambdas(lambda_dice=lambda_dice, lambda_focal=lambda_focal)
     dice = _dice_term(
-        activation, include_background, class_weights,
-        smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared_pred=squared_pred, jaccard=jaccard, batch=batch,
-    )  # fmt: skip
+        activation,
+        include_background,
+        class_weights,
+        smooth_nr=smooth_nr,
+        smooth_dr=smooth_dr,
+        squared_pred=squared_pred,
+        jaccard=jaccard,
+        batch=batch,
+    )
     focal = _focal_term(activation, include_background, class_weights, gamma=gamma, alpha=alpha)
     return SegmentationLoss(
         [("dice", dice, lambda_dice), ("focal", focal, lambda_focal)], activation, class_weights
@@ -401,9 +408,16 @@ def _build_tversky(
     if alpha < 0 or beta < 0:
         raise ValueError(f"alpha and beta must be >= 0, got alpha={alpha!r}, beta={beta!r}.")
     loss = TverskyLoss(
-        include_background=True, softmax=softmax, sigmoid=not softmax, alpha=alpha, beta=beta,
-        smooth_nr=smooth_nr, smooth_dr=smooth_dr, batch=batch, reduction="none",
-    )  # fmt: skip
+        include_background=True,
+        softmax=softmax,
+        sigmoid=not softmax,
+        alpha=alpha,
+        beta=beta,
+        smooth_nr=smooth_nr,
+        smooth_dr=smooth_dr,
+        batch=batch,
+        reduction="none",
+    )
     return SegmentationLoss([("tversky", _RegionTerm(loss, drop, weights), 1.0)], activation, class_weights)
 
 
@@ -418,9 +432,15 @@ def _build_generalized_dice(
     """Generalised Dice (MONAI ``GeneralizedDiceLoss``); class weights from label volumes (``w_type``)."""
     softmax, _, _ = _common(activation, include_background, None)
     loss = GeneralizedDiceLoss(
-        include_background=include_background, softmax=softmax, sigmoid=not softmax, w_type=w_type,
-        smooth_nr=smooth_nr, smooth_dr=smooth_dr, batch=batch, reduction="none",
-    )  # fmt: skip
+        include_background=include_background,
+        softmax=softmax,
+        sigmoid=not softmax,
+        w_type=w_type,
+        smooth_nr=smooth_nr,
+        smooth_dr=smooth_dr,
+        batch=batch,
+        reduction="none",
+    )
     return SegmentationLoss([("generalized_dice", _RegionTerm(loss, False, None), 1.0)], activation)
 
 

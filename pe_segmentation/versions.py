@@ -5,8 +5,6 @@ from __future__ import annotations
 import importlib
 import platform
 
-__all__ = ["package_versions"]
-
 
 def package_versions(*extra: str) -> dict[str, str]:
     """pe-seg, torch, MONAI, NumPy and Python versions, plus those of the ``extra`` packages, as strings.

@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,11 +45,7 @@ def save_overlay_grid(
     vmax: float = 1.0,
 ) -> Path:
     """Draw panels in a grid, masks in translucent red with an outline, and write a PNG atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     if not panels:
         raise ValueError("nothing to draw: no panels")
     columns = max(1, min(columns, len(panels)))
@@ -58,21 +54,22 @@ def save_overlay_grid(
         rows, columns, figsize=(3 * columns, 3 * rows + (0.4 if title else 0)), squeeze=False
     )
     try:
-        return _draw_and_save(figure, axes, panels, Path(path), title, vmin, vmax)
-    finally:  # also when the write fails: pyplot would keep the figure (and its buffers) otherwise
+        _draw_panels(figure, axes, panels, title, vmin, vmax)
+    except BaseException:  # pyplot would keep the figure (and its buffers) otherwise
         plt.close(figure)
+        raise
+    return save_figure(figure, path, dpi=100)
 
 
-def _draw_and_save(
+def _draw_panels(
     figure: Figure,
     axes: np.ndarray,
     panels: Sequence[OverlayPanel],
-    path: Path,
     title: str | None,
     vmin: float,
     vmax: float,
-) -> Path:
-    """Draw the panels into ``figure``'s axes and write it as PNG (see :func:`save_overlay_grid`)."""
+) -> None:
+    """Draw the panels into ``figure``'s axes (see :func:`save_overlay_grid`)."""
     for axis in axes.ravel():
         axis.axis("off")
     for axis, panel in zip(axes.ravel(), panels, strict=False):  # the grid may have spare cells
@@ -87,6 +84,27 @@ def _draw_and_save(
     if title:
         figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    with atomic_output(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=100)
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend: figures are written to files, no display is needed.
+
+    Imported on first use so that commands which draw nothing do not pay matplotlib's import time.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(figure: Figure, path: str | os.PathLike[str], dpi: int = 110) -> Path:
+    """Write ``figure`` as a PNG atomically and close it (also when the write fails)."""
+    path = Path(path)
+    try:
+        with atomic_output(path) as tmp:
+            figure.savefig(tmp, format="png", dpi=dpi)
+    finally:
+        pyplot().close(figure)
     return path

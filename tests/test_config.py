@@ -111,11 +111,28 @@ def test_original_flags_map_onto_config_keys(tmp_path):
     (tmp_path / "synth").mkdir()
     (tmp_path / "synth" / "datalist.json").write_text("{}")
     args = parse_train(
-        "--config", str(ROOT / "configs/unet.yaml"),
-        "--model", "r2unet", "--loss", "dice", "--epoch", "3", "--batch_size", "4", "--lr", "0.01",
-        "--gpu", "1", "--parallel", "--dataset", str(tmp_path / "synth"), "--seed", "7",
-        "--set", "training.epochs=5",
-    )  # fmt: skip
+        "--config",
+        str(ROOT / "configs/unet.yaml"),
+        "--model",
+        "r2unet",
+        "--loss",
+        "dice",
+        "--epoch",
+        "3",
+        "--batch_size",
+        "4",
+        "--lr",
+        "0.01",
+        "--gpu",
+        "1",
+        "--parallel",
+        "--dataset",
+        str(tmp_path / "synth"),
+        "--seed",
+        "7",
+        "--set",
+        "training.epochs=5",
+    )
     config = train.config_from_args(args)
     assert config.model.name == "r2unet"
     assert config.loss.name == "dice"

@@ -105,7 +105,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def redraw_run(run_dir: Path, output: Path | None) -> Path:
     """Redraw ``curves.png`` of a training run from its ``metrics.csv`` (into ``output`` when given)."""
-    from pe_segmentation.evaluation.plots import plot_training_curves, read_metrics_csv
+    from pe_segmentation.training.curves import metric_columns, plot_training_curves
 
     csv_path = run_dir / RUN_METRICS
     if not run_dir.is_dir():
@@ -113,7 +113,7 @@ def redraw_run(run_dir: Path, output: Path | None) -> Path:
     if not csv_path.is_file():
         raise InputDataError(f"{run_dir}: no {RUN_METRICS} (is this a training run folder?)")
     png = plot_training_curves(csv_path, (output or run_dir) / RUN_CURVES)
-    columns = read_metrics_csv(csv_path)
+    columns = metric_columns(csv_path)
     dice = columns.get("val_dice")
     if dice is not None and np.isfinite(dice).any():
         best = int(np.nanargmax(dice))

@@ -118,7 +118,12 @@ def _apply_bundle(args: argparse.Namespace) -> None:
     args.checkpoint = bundle.checkpoint
     if args.precision == "auto":
         args.precision = bundle.precision
-    for flag, key in (("overlap", "overlap"), ("sw_batch_size", "sw_batch_size"), ("threshold", "threshold"), ("min_volume", "min_volume_mm3")):  # fmt: skip
+    for flag, key in (
+        ("overlap", "overlap"),
+        ("sw_batch_size", "sw_batch_size"),
+        ("threshold", "threshold"),
+        ("min_volume", "min_volume_mm3"),
+    ):
         if getattr(args, flag) is None:
             setattr(args, flag, options.get(key))
     args.tta = args.tta or bool(options.get("tta", False))

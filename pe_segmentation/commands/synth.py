@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pe_segmentation.data.synthetic import (
+from pe_segmentation.data.phantom import (
     DEFAULT_SHAPE,
     DEFAULT_SPACING,
     PhantomSettings,

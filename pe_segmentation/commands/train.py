@@ -37,8 +37,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--config", "-c", type=Path, help="YAML recipe (configs/*.yaml); defaults when omitted"
     )
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set optimizer.lr=3e-4 (repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set optimizer.lr=3e-4 (repeatable)",
+    )
     parser.add_argument("--resume", type=Path, help="continue a run: its folder or one of its checkpoints")
     parser.add_argument("--checkpoint", type=Path, help="start from these weights only (fine-tuning)")
     parser.add_argument("--model", help="network name (model.name)")

@@ -37,16 +37,6 @@ from pe_segmentation.io.volume_files import case_name, is_volume_file, write_vol
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "CACHE_MODES",
-    "build_dataset",
-    "from_cadpe",
-    "from_datalist",
-    "from_folder",
-    "from_fumpe",
-    "from_synthetic",
-]
-
 CaseItem = dict[str, str]
 
 CACHE_MODES = ("none", "memory", "disk")

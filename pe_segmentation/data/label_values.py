@@ -16,8 +16,6 @@ from monai.transforms import MapTransform
 
 from pe_segmentation.errors import InputDataError
 
-__all__ = ["CheckLabelValuesd", "integer_label_values"]
-
 #: How far a float label value may lie from an integer and still count as that integer.
 INTEGER_TOLERANCE = 1e-3
 

@@ -19,8 +19,6 @@ import numpy as np
 import torch
 from monai.transforms import MapTransform
 
-__all__ = ["FG_INDICES_POSTFIX", "BackgroundIndices", "ForegroundIndicesd", "foreground_indices"]
-
 #: Key postfix under which :class:`ForegroundIndicesd` stores a label's foreground indices.
 FG_INDICES_POSTFIX = "_fg_indices"
 

@@ -28,8 +28,6 @@ from pe_segmentation.io.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Split", "get_or_create_split", "load_split", "save_split", "split_cases"]
-
 SPLIT_VERSION = 1
 
 

@@ -80,22 +80,6 @@ from pe_segmentation.data.settings import AugmentationSettings, PatchSettings, P
 from pe_segmentation.errors import ConfigError
 from pe_segmentation.io.monai_reader import PESegReader
 
-__all__ = [
-    "CACHE_READ_ONLY_ATTR",
-    "FINGERPRINT_ATTR",
-    "BodyMask",
-    "RandOffsetPosNegCropd",
-    "build_augmentation",
-    "build_inference_transforms",
-    "build_inverse",
-    "build_preprocessing",
-    "build_train_transforms",
-    "build_val_transforms",
-    "default_reader",
-    "fingerprint_hash",
-    "transform_fingerprint",
-]
-
 #: Attribute set on every ``Compose`` built here: a stable text naming the settings of its deterministic
 #: prefix (the part a dataset cache stores). ``build_dataset(cache="disk")`` hashes it, so that changing the
 #: preprocessing invalidates the disk cache while changing augmentation does not.

@@ -26,13 +26,12 @@ from pe_segmentation.evaluation.detection import (
     sensitivity_at,
 )
 from pe_segmentation.evaluation.matching import CaseMatching, CasePair, collect_cases, match_cases
-from pe_segmentation.evaluation.plots import plot_froc, plot_metric_boxes, plot_training_curves
+from pe_segmentation.evaluation.plots import plot_froc, plot_metric_boxes
 from pe_segmentation.evaluation.report import render_report, write_report
 from pe_segmentation.evaluation.runner import (
     CaseEvaluation,
     EvaluationResult,
     EvaluationSettings,
-    check_same_geometry,
     embolus_mask,
     evaluate_case,
     evaluate_cases,
@@ -62,7 +61,6 @@ __all__ = [
     "FROCCurve",
     "HitCriterion",
     "bootstrap_ci",
-    "check_same_geometry",
     "collect_cases",
     "confusion_counts",
     "describe",
@@ -78,7 +76,6 @@ __all__ = [
     "overlap_metrics",
     "plot_froc",
     "plot_metric_boxes",
-    "plot_training_curves",
     "render_report",
     "sensitivity_at",
     "surface_metrics",

@@ -29,24 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from pe_segmentation.data.phantom.emboli import size_class
-
-__all__ = [
-    "FROC_FP_RATES",
-    "HIT_CRITERIA",
-    "STRUCTURE_26",
-    "CaseCandidates",
-    "DetectionResult",
-    "EmbolusRecord",
-    "FROCCurve",
-    "HitCriterion",
-    "detect_emboli",
-    "froc_candidates",
-    "froc_curve",
-    "label_components",
-    "match_components",
-    "sensitivity_at",
-]
+from pe_segmentation.data.embolus_sizes import size_class
 
 #: 26-connectivity in 3D (8 in 2D): voxels touching by a face, an edge or a corner belong together.
 STRUCTURE_26 = np.ones((3, 3, 3), dtype=bool)

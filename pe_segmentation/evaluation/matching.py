@@ -22,8 +22,6 @@ from pe_segmentation.data.datasets import LABEL_SUFFIXES, from_datalist
 from pe_segmentation.errors import InputDataError
 from pe_segmentation.io.volume_files import case_name, is_volume_file
 
-__all__ = ["PRED_SUFFIXES", "PROB_SUFFIXES", "CaseMatching", "CasePair", "collect_cases", "match_cases"]
-
 #: Tags dropped from prediction names (``pe01_pred.nii.gz`` -> ``pe01``).
 PRED_SUFFIXES = (
     "_pred",

@@ -1,4 +1,4 @@
-"""PNG figures of an evaluation (per-metric box plots, the FROC curve) and of a training run's curves.
+"""PNG figures of an evaluation: per-metric box plots and the FROC curve.
 
 All figures are drawn with matplotlib's Agg backend (no display needed) and written atomically.
 """
@@ -9,14 +9,10 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from pe_segmentation.evaluation.tables import read_csv_table
-from pe_segmentation.io.atomic import atomic_output
-
-__all__ = ["METRIC_TITLES", "plot_froc", "plot_metric_boxes", "plot_training_curves", "read_metrics_csv"]
+from pe_segmentation.visualization import pyplot, save_figure
 
 #: Axis titles of the per-case metrics.
 METRIC_TITLES = {
@@ -34,26 +30,6 @@ METRIC_TITLES = {
 }
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(figure: Any, path: str | os.PathLike[str]) -> Path:
-    plt = _pyplot()
-    path = Path(path)
-    try:
-        with atomic_output(path) as tmp:
-            figure.savefig(tmp, format="png", dpi=110)
-    finally:
-        plt.close(figure)
-    return path
-
-
 def plot_metric_boxes(
     columns: Mapping[str, Sequence[float]], path: str | os.PathLike[str], title: str | None = None
 ) -> Path:
@@ -64,7 +40,7 @@ def plot_metric_boxes(
         path: the PNG to write.
         title: figure title.
     """
-    plt = _pyplot()
+    plt = pyplot()
     if not columns:
         raise ValueError("nothing to draw: no metrics")
     names = list(columns)
@@ -102,7 +78,7 @@ def plot_metric_boxes(
     if title:
         figure.suptitle(title, fontsize=11)
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_froc(
@@ -125,7 +101,7 @@ def plot_froc(
         operating_point: ``(fp_per_scan, sensitivity)`` of the binary prediction, drawn as a star.
         title: figure title.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fps = np.asarray(fp_per_scan, dtype=np.float64)
     sens = np.asarray(sensitivity, dtype=np.float64)
     figure, axis = plt.subplots(figsize=(6, 4.5))
@@ -167,89 +143,4 @@ def plot_froc(
     axis.legend(loc="lower right", fontsize=8)
     axis.set_title(title, fontsize=10)
     figure.tight_layout()
-    return _save(figure, path)
-
-
-def read_metrics_csv(csv_path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Numeric columns of a CSV as float arrays; empty or non-numeric cells are NaN.
-
-    Raises:
-        InputDataError: the file is missing or unreadable.
-    """
-    columns, rows = read_csv_table(csv_path)
-
-    def number(cell: Any) -> float:
-        return float(cell) if isinstance(cell, (int, float)) else math.nan
-
-    return {name: np.array([number(row.get(name)) for row in rows], dtype=np.float64) for name in columns}
-
-
-def plot_training_curves(csv_path: str | os.PathLike[str], png_path: str | os.PathLike[str]) -> Path:
-    """Redraw a training run's curves from its ``metrics.csv``: loss, validation metrics and learning rate.
-
-    Columns used when present: ``epoch``, ``iteration``, ``train_loss``, ``lr`` and every ``val_*`` column
-    (``val_dice``, ``val_iou``, ...). Missing columns and empty cells (epochs without validation) are skipped;
-    a CSV without rows gives a figure that says so. The x axis is the epoch, or the iteration when several rows
-    share an epoch, or the row number.
-
-    Args:
-        csv_path: the run's ``metrics.csv``.
-        png_path: the PNG to write.
-
-    Raises:
-        InputDataError: the CSV is missing or unreadable.
-    """
-    plt = _pyplot()
-    columns = read_metrics_csv(csv_path)
-    n_rows = max((len(v) for v in columns.values()), default=0)
-    x, x_label = np.arange(1, n_rows + 1, dtype=np.float64), "row"
-    epoch, iteration = columns.get("epoch"), columns.get("iteration")
-    if epoch is not None and np.isfinite(epoch).all() and len(np.unique(epoch)) == n_rows:
-        x, x_label = epoch, "epoch"
-    elif iteration is not None and np.isfinite(iteration).all() and n_rows:
-        x, x_label = iteration, "iteration"
-    val_names = [n for n in columns if n.startswith("val_") and np.isfinite(columns[n]).any()]
-    panels = [
-        ("training loss", ["train_loss"], False),
-        ("validation", val_names, False),
-        ("learning rate", ["lr"], True),
-    ]
-    figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for axis, (title, names, log_scale) in zip(axes, panels, strict=True):
-        axis.set_title(title, fontsize=10)
-        axis.set_xlabel(x_label)
-        drawn = False
-        for name in names:
-            values = columns.get(name)
-            if values is None:
-                continue
-            keep = np.isfinite(values)
-            if not keep.any():
-                continue
-            axis.plot(
-                x[keep], values[keep], marker="o" if keep.sum() < 30 else None, markersize=3, label=name
-            )
-            drawn = True
-            if name == "val_dice":
-                best = int(np.nanargmax(np.where(keep, values, -np.inf)))
-                axis.annotate(
-                    f"best {values[best]:.3f}",
-                    (x[best], values[best]),
-                    textcoords="offset points",
-                    xytext=(0, 6),
-                    fontsize=8,
-                    ha="center",
-                )
-        if not drawn:
-            axis.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=axis.transAxes)
-            continue
-        if log_scale and np.nanmin(np.concatenate([columns[n] for n in names if n in columns])) > 0:
-            axis.set_yscale("log")
-        if title == "validation":
-            axis.set_ylim(-0.02, 1.02)
-        axis.grid(alpha=0.3)
-        if len(names) > 1 or title == "validation":
-            axis.legend(fontsize=7)
-    figure.suptitle(f"training curves: {Path(csv_path).parent.name or Path(csv_path).name}", fontsize=11)
-    figure.tight_layout()
-    return _save(figure, png_path)
+    return save_figure(figure, path)

@@ -10,8 +10,6 @@ from typing import Any
 from pe_segmentation.evaluation.plots import METRIC_TITLES
 from pe_segmentation.io.atomic import atomic_write_text
 
-__all__ = ["render_report", "write_report"]
-
 _PERCENT = {"sensitivity", "specificity", "precision", "accuracy"}
 
 

@@ -30,8 +30,8 @@ import numpy as np
 from tqdm import tqdm
 
 from pe_segmentation import __version__
+from pe_segmentation.data.embolus_sizes import CLASS_DEFINITIONS, SIZE_CLASSES
 from pe_segmentation.data.label_values import integer_label_values
-from pe_segmentation.data.phantom.emboli import CLASS_DEFINITIONS, SIZE_CLASSES
 from pe_segmentation.errors import ConfigError, InputDataError
 from pe_segmentation.evaluation.detection import (
     FROC_FP_RATES,
@@ -51,22 +51,10 @@ from pe_segmentation.evaluation.report import write_report
 from pe_segmentation.evaluation.summary import bootstrap_ci, describe, json_ready
 from pe_segmentation.evaluation.voxel_metrics import VOXEL_METRICS, voxel_metrics
 from pe_segmentation.io.atomic import atomic_write_text
-from pe_segmentation.io.volume import Volume
+from pe_segmentation.io.volume import Volume, check_same_geometry
 from pe_segmentation.io.volume_files import read_volume
 
 log = logging.getLogger(__name__)
-
-__all__ = [
-    "OUTPUT_FILES",
-    "CaseEvaluation",
-    "EvaluationResult",
-    "EvaluationSettings",
-    "check_same_geometry",
-    "embolus_mask",
-    "evaluate_case",
-    "evaluate_cases",
-    "probability_map",
-]
 
 #: File names written into the output folder.
 OUTPUT_FILES = {
@@ -145,41 +133,6 @@ class EvaluationSettings:
 
 
 # ------------------------------------------------------------------------------------------------- one case
-
-
-def _format_vector(values: np.ndarray) -> str:
-    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
-
-
-def check_same_geometry(
-    volume: Volume, reference: Volume, path: Path, reference_path: Path, tol: float = 1e-4
-) -> None:
-    """Refuse a volume whose grid differs from the reference's (shape, or affine beyond ``tol``).
-
-    Raises:
-        InputDataError: one line naming both files and the difference.
-    """
-    if volume.shape != reference.shape:
-        shape = "x".join(map(str, volume.shape))
-        reference_shape = "x".join(map(str, reference.shape))
-        raise InputDataError(f"{path} and {reference_path} differ in shape: {shape} vs {reference_shape}")
-    difference = float(np.abs(volume.affine - reference.affine).max())
-    if difference > tol:
-        parts = []
-        if not np.allclose(volume.spacing, reference.spacing, atol=tol):
-            parts.append(
-                f"spacing {_format_vector(volume.spacing)} vs {_format_vector(reference.spacing)} mm"
-            )
-        if not np.allclose(volume.origin_ras, reference.origin_ras, atol=tol):
-            parts.append(
-                f"origin {_format_vector(volume.origin_ras)} vs {_format_vector(reference.origin_ras)}"
-            )
-        if not np.allclose(volume.direction_ras, reference.direction_ras, atol=tol):
-            parts.append(f"orientation {volume.orientation_code} vs {reference.orientation_code} or rotated")
-        detail = "; ".join(parts) or "affines differ"
-        raise InputDataError(
-            f"{path} and {reference_path} differ in geometry by up to {difference:.4g} (tolerance {tol:g}): {detail}"
-        )
 
 
 def embolus_mask(
@@ -503,9 +456,18 @@ def evaluate_cases(
         for e in c.detection.emboli
     ]
     emboli_fields = [
-        "case", "embolus", "voxels", "volume_mm3", "size_class", "detected", "coverage", "best_iou",
-        "centroid_i", "centroid_j", "centroid_k",
-    ]  # fmt: skip
+        "case",
+        "embolus",
+        "voxels",
+        "volume_mm3",
+        "size_class",
+        "detected",
+        "coverage",
+        "best_iou",
+        "centroid_i",
+        "centroid_j",
+        "centroid_k",
+    ]
     files["emboli"] = output / OUTPUT_FILES["emboli"]
     atomic_write_text(files["emboli"], _csv_text(emboli_rows, emboli_fields))
 

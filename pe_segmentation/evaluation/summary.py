@@ -16,8 +16,6 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_RESAMPLES", "bootstrap_ci", "describe", "json_ready"]
-
 DEFAULT_RESAMPLES = 1000
 
 

@@ -24,17 +24,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = [
-    "OVERLAP_METRICS",
-    "SURFACE_METRICS",
-    "VOXEL_METRICS",
-    "ConfusionCounts",
-    "confusion_counts",
-    "overlap_metrics",
-    "surface_metrics",
-    "voxel_metrics",
-]
-
 #: Metrics derived from the confusion counts, all in [0, 1].
 OVERLAP_METRICS = ("dice", "iou", "sensitivity", "specificity", "precision", "accuracy")
 #: Surface metrics: two distances in mm and the normalised surface Dice in [0, 1].

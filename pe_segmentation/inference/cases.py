@@ -28,8 +28,6 @@ from pe_segmentation.io.dicom_scan import DicomScan, SeriesInfo, choose_series, 
 from pe_segmentation.io.loader import input_kind
 from pe_segmentation.io.volume_files import case_name, is_volume_file
 
-__all__ = ["CaseInput", "discover_cases"]
-
 log = logging.getLogger(__name__)
 
 _GLOB_CHARS = set("*?[")

@@ -29,8 +29,6 @@ from pe_segmentation.errors import InputDataError, OutputError
 from pe_segmentation.io.atomic import atomic_output
 from pe_segmentation.io.volume import Volume
 
-__all__ = ["ATTACH_KEYWORDS", "SEG_SERIES_NUMBER_OFFSET", "can_write_dicom_seg", "write_dicom_seg"]
-
 #: The SEG's SeriesNumber is the source's plus this (1000 when the source has none).
 SEG_SERIES_NUMBER_OFFSET = 1000
 

@@ -33,18 +33,6 @@ from pe_segmentation.io.volume import Volume
 from pe_segmentation.io.volume_files import write_volume
 from pe_segmentation.visualization import OverlayPanel, save_overlay_grid
 
-__all__ = [
-    "MASK_NAME",
-    "PREVIEW_NAME",
-    "PROBABILITY_NAME",
-    "REPORT_NAME",
-    "SEG_NAME",
-    "OutputOptions",
-    "save_preview",
-    "staged_case_folder",
-    "write_case",
-]
-
 MASK_NAME = "mask.nii.gz"
 PROBABILITY_NAME = "probability.nii.gz"
 SEG_NAME = "seg.dcm"

@@ -20,14 +20,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = [
-    "GridMapping",
-    "MaskResult",
-    "bounding_box",
-    "probability_to_mask",
-    "remove_small_components",
-]
-
 Box = tuple[slice, slice, slice]
 
 #: 26-connectivity: voxels touching by a face, an edge or a corner belong to one clot.

@@ -49,18 +49,6 @@ from pe_segmentation.runtime.checkpoint import load_checkpoint, load_model_weigh
 from pe_segmentation.runtime.devices import inference_device, inference_precision, stitch_device
 from pe_segmentation.runtime.inferer import AutocastInferer, build_inferer
 
-__all__ = [
-    "FAST_OVERLAP",
-    "FAST_SPACING_FACTOR",
-    "EmbolusLogit",
-    "Prediction",
-    "Predictor",
-    "PreloadedReader",
-    "c_order",
-    "flip_combinations",
-    "remove_small_components",
-]
-
 log = logging.getLogger(__name__)
 
 #: ``--fast``: the network grid is this many times coarser than the training spacing along each axis ...
@@ -297,7 +285,9 @@ class Predictor:
         self.window_network = EmbolusLogit(network, flips=flips, memory_format=self.memory_format).eval()
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike[str], device: str = "auto", precision: str = "auto", **options: Any) -> Predictor:  # fmt: skip
+    def from_checkpoint(
+        cls, path: str | os.PathLike[str], device: str = "auto", precision: str = "auto", **options: Any
+    ) -> Predictor:
         """Load weights and config from a pe-seg checkpoint (``weights_only`` loading).
 
         Args:

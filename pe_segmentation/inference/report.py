@@ -19,16 +19,6 @@ from pe_segmentation.inference.postprocess import CONNECTIVITY
 from pe_segmentation.io.volume import LPS_TO_RAS, Volume
 from pe_segmentation.versions import package_versions
 
-__all__ = [
-    "REPORT_VERSION",
-    "case_report",
-    "clot_report",
-    "file_sha256",
-    "input_identity",
-    "patient_identity",
-    "software_versions",
-]
-
 REPORT_VERSION = 1
 
 

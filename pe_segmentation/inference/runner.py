@@ -31,8 +31,6 @@ from pe_segmentation.inference.cases import CaseInput
 from pe_segmentation.inference.outputs import OutputOptions, staged_case_folder, write_case
 from pe_segmentation.inference.predictor import Predictor
 
-__all__ = ["CaseResult", "PredictorSpec", "launcher_shard", "run_case", "run_cases"]
-
 log = logging.getLogger(__name__)
 
 
@@ -120,7 +118,14 @@ def run_case(
     except PESegError as err:
         if not catch:
             raise
-        return CaseResult(case.name, False, seconds=time.perf_counter() - started, device=str(predictor.device), error=str(err), exit_code=err.exit_code)  # fmt: skip
+        return CaseResult(
+            case.name,
+            False,
+            seconds=time.perf_counter() - started,
+            device=str(predictor.device),
+            error=str(err),
+            exit_code=err.exit_code,
+        )
     except Exception as err:  # a bug on one odd case must not cost the user the other cases
         if not catch:
             raise
@@ -350,7 +355,9 @@ def _run_workers(
         if len(stopped) == len(processes):  # nobody left to take the remaining cases
             for index, case in enumerate(cases):
                 if index not in finished:
-                    finished[index] = CaseResult(case.name, False, error="no worker left to run it", exit_code=EXIT_INTERNAL)  # fmt: skip
+                    finished[index] = CaseResult(
+                        case.name, False, error="no worker left to run it", exit_code=EXIT_INTERNAL
+                    )
                     on_result(finished[index], len(finished), len(cases))
     for process in processes:
         process.join(timeout=10)

@@ -7,11 +7,14 @@ in LPS; the conversion lives here once (:func:`affine_from_sitk`, :func:`volume_
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
+
+from pe_segmentation.errors import InputDataError
 
 # Flips x and y: LPS (DICOM, ITK) <-> RAS (NIfTI, MONAI).
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -115,3 +118,42 @@ def volume_to_sitk(volume: Volume) -> sitk.Image:
     image.SetSpacing(tuple(float(v) for v in spacing))
     image.SetDirection(tuple(float(v) for v in direction.ravel()))
     return image
+
+
+def _format_vector(values: np.ndarray) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
+def check_same_geometry(
+    volume: Volume,
+    reference: Volume,
+    path: str | os.PathLike[str],
+    reference_path: str | os.PathLike[str],
+    tol: float = 1e-4,
+) -> None:
+    """Refuse a volume whose grid differs from the reference's (shape, or affine beyond ``tol``).
+
+    Raises:
+        InputDataError: one line naming both files and the difference.
+    """
+    if volume.shape != reference.shape:
+        shape = "x".join(map(str, volume.shape))
+        reference_shape = "x".join(map(str, reference.shape))
+        raise InputDataError(f"{path} and {reference_path} differ in shape: {shape} vs {reference_shape}")
+    difference = float(np.abs(volume.affine - reference.affine).max())
+    if difference > tol:
+        parts = []
+        if not np.allclose(volume.spacing, reference.spacing, atol=tol):
+            parts.append(
+                f"spacing {_format_vector(volume.spacing)} vs {_format_vector(reference.spacing)} mm"
+            )
+        if not np.allclose(volume.origin_ras, reference.origin_ras, atol=tol):
+            parts.append(
+                f"origin {_format_vector(volume.origin_ras)} vs {_format_vector(reference.origin_ras)}"
+            )
+        if not np.allclose(volume.direction_ras, reference.direction_ras, atol=tol):
+            parts.append(f"orientation {volume.orientation_code} vs {reference.orientation_code} or rotated")
+        detail = "; ".join(parts) or "affines differ"
+        raise InputDataError(
+            f"{path} and {reference_path} differ in geometry by up to {difference:.4g} (tolerance {tol:g}): {detail}"
+        )

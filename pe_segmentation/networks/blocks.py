@@ -19,26 +19,6 @@ from monai.networks.blocks import UpSample
 from monai.networks.layers.factories import Conv, Dropout, Norm, Pool
 from monai.networks.layers.utils import get_act_layer, get_norm_layer
 
-__all__ = [
-    "NORM_NAMES",
-    "UPSAMPLE_MODES",
-    "AttentionGate",
-    "ConvBlock",
-    "ConvNormAct",
-    "InstanceNorm",
-    "NoGate",
-    "RecurrentConv",
-    "RecurrentResidualBlock",
-    "check_common_args",
-    "check_divisible",
-    "crop_to",
-    "make_downsample",
-    "make_head",
-    "make_norm",
-    "make_upsample",
-    "pad_to_multiple",
-]
-
 NORM_NAMES = ("batch", "instance", "group", "none")
 """Normalisation names accepted by the pe-seg networks (a MONAI norm tuple is accepted too)."""
 

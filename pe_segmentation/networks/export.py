@@ -17,8 +17,6 @@ import torch.nn as nn
 
 from pe_segmentation.io.atomic import atomic_output
 
-__all__ = ["EXPORT_METHODS", "export_torchscript", "load_torchscript", "to_torchscript"]
-
 logger = logging.getLogger(__name__)
 
 EXPORT_METHODS = ("auto", "script", "trace")

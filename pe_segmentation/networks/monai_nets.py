@@ -29,16 +29,6 @@ from pe_segmentation.networks.blocks import (
     pad_to_multiple,
 )
 
-__all__ = [
-    "MonaiNetwork",
-    "build_monai_attention_unet",
-    "build_monai_dynunet",
-    "build_monai_segresnet",
-    "build_monai_swinunetr",
-    "build_monai_unet",
-    "build_monai_unetpp",
-]
-
 
 class MonaiNetwork(nn.Module):
     """Wrap a MONAI network: pad to ``multiple``, run it, crop back; unwrap list outputs outside training.

@@ -29,8 +29,6 @@ from pe_segmentation.networks.blocks import (
 )
 from pe_segmentation.networks.unet import EncoderStage
 
-__all__ = ["NestedNode", "NestedUNet"]
-
 
 class NestedNode(nn.Module):
     """One UNet++ node: up-sample the node below, concatenate it after the same-level nodes, apply a block."""

@@ -28,15 +28,6 @@ from pe_segmentation.networks import monai_nets
 from pe_segmentation.networks.nested_unet import NestedUNet
 from pe_segmentation.networks.unet import AttentionUNet, R2AttentionUNet, R2UNet, UNet
 
-__all__ = [
-    "NETWORKS",
-    "NetworkSpec",
-    "available_networks",
-    "build_network",
-    "network_parameters",
-    "resolve_name",
-]
-
 
 @dataclass(frozen=True)
 class NetworkSpec:

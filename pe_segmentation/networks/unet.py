@@ -39,8 +39,6 @@ from pe_segmentation.networks.blocks import (
     pad_to_multiple,
 )
 
-__all__ = ["BLOCK_TYPES", "AttentionUNet", "EncoderDecoderUNet", "R2AttentionUNet", "R2UNet", "UNet"]
-
 BLOCK_TYPES = ("conv", "recurrent")
 
 
@@ -200,9 +198,19 @@ class UNet(EncoderDecoderUNet):
         pad_input: bool = True,
     ) -> None:
         super().__init__(
-            spatial_dims, in_channels, out_channels, base_channels, depth, norm, dropout, upsample, act,
-            block="conv", attention=False, pad_input=pad_input,
-        )  # fmt: skip
+            spatial_dims,
+            in_channels,
+            out_channels,
+            base_channels,
+            depth,
+            norm,
+            dropout,
+            upsample,
+            act,
+            block="conv",
+            attention=False,
+            pad_input=pad_input,
+        )
 
 
 class R2UNet(EncoderDecoderUNet):
@@ -226,9 +234,20 @@ class R2UNet(EncoderDecoderUNet):
         pad_input: bool = True,
     ) -> None:
         super().__init__(
-            spatial_dims, in_channels, out_channels, base_channels, depth, norm, dropout, upsample, act,
-            block="recurrent", attention=False, recurrence=recurrence, pad_input=pad_input,
-        )  # fmt: skip
+            spatial_dims,
+            in_channels,
+            out_channels,
+            base_channels,
+            depth,
+            norm,
+            dropout,
+            upsample,
+            act,
+            block="recurrent",
+            attention=False,
+            recurrence=recurrence,
+            pad_input=pad_input,
+        )
 
 
 class AttentionUNet(EncoderDecoderUNet):
@@ -251,9 +270,19 @@ class AttentionUNet(EncoderDecoderUNet):
         pad_input: bool = True,
     ) -> None:
         super().__init__(
-            spatial_dims, in_channels, out_channels, base_channels, depth, norm, dropout, upsample, act,
-            block="conv", attention=True, pad_input=pad_input,
-        )  # fmt: skip
+            spatial_dims,
+            in_channels,
+            out_channels,
+            base_channels,
+            depth,
+            norm,
+            dropout,
+            upsample,
+            act,
+            block="conv",
+            attention=True,
+            pad_input=pad_input,
+        )
 
 
 class R2AttentionUNet(EncoderDecoderUNet):
@@ -277,6 +306,17 @@ class R2AttentionUNet(EncoderDecoderUNet):
         pad_input: bool = True,
     ) -> None:
         super().__init__(
-            spatial_dims, in_channels, out_channels, base_channels, depth, norm, dropout, upsample, act,
-            block="recurrent", attention=True, recurrence=recurrence, pad_input=pad_input,
-        )  # fmt: skip
+            spatial_dims,
+            in_channels,
+            out_channels,
+            base_channels,
+            depth,
+            norm,
+            dropout,
+            upsample,
+            act,
+            block="recurrent",
+            attention=True,
+            recurrence=recurrence,
+            pad_input=pad_input,
+        )

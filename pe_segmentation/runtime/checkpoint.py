@@ -45,21 +45,6 @@ from pe_segmentation.versions import package_versions as _package_versions
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "CHECKPOINT_FORMAT",
-    "CHECKPOINT_VERSION",
-    "check_architecture",
-    "find_resume_checkpoint",
-    "get_rng_state",
-    "load_checkpoint",
-    "load_model_weights",
-    "package_versions",
-    "run_dir_of_checkpoint",
-    "save_checkpoint",
-    "set_rng_state",
-    "unwrap_model",
-]
-
 CHECKPOINT_FORMAT = "pe-seg-checkpoint"
 CHECKPOINT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"

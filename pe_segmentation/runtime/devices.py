@@ -27,8 +27,6 @@ import torch
 from pe_segmentation.errors import ConfigError
 from pe_segmentation.runtime.precision import Precision, resolve_precision, select_device
 
-__all__ = ["GPU_MEMORY_SHARE", "inference_device", "inference_precision", "stitch_device", "visible_devices"]
-
 #: Share of the free GPU memory the whole-volume buffers may take; the rest is left to the network's windows.
 GPU_MEMORY_SHARE = 0.5
 

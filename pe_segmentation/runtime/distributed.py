@@ -33,18 +33,6 @@ from pe_segmentation.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "DistributedContext",
-    "all_gather_objects",
-    "barrier",
-    "cleanup_distributed",
-    "free_port",
-    "init_distributed",
-    "is_main_process",
-    "launch",
-    "under_launcher",
-]
-
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 

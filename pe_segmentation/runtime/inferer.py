@@ -11,8 +11,6 @@ from monai.inferers import Inferer, SliceInferer, SlidingWindowInferer
 from pe_segmentation.config import Config
 from pe_segmentation.runtime.precision import Precision
 
-__all__ = ["AutocastInferer", "build_inferer"]
-
 
 def build_inferer(
     config: Config,

@@ -35,8 +35,6 @@ from pe_segmentation.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Precision", "cpu_supports_bf16", "resolve_precision", "select_device"]
-
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

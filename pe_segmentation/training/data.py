@@ -41,15 +41,6 @@ from pe_segmentation.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "PatchBatches",
-    "build_train_batches",
-    "build_val_loader",
-    "check_label_grids",
-    "epoch_seed",
-    "load_cases",
-]
-
 KEYS = ("image", "label")
 
 
@@ -95,7 +86,7 @@ def check_label_grids(items: Sequence[Mapping[str, str]]) -> None:
     Raises:
         InputDataError: one line naming both files and how their grids differ.
     """
-    from pe_segmentation.evaluation.runner import check_same_geometry
+    from pe_segmentation.io.volume import check_same_geometry
     from pe_segmentation.io.volume_files import is_volume_file, read_volume_header
 
     for item in items:

@@ -20,14 +20,12 @@ handlers; the handlers here cover what MONAI's do not do the way a pe-seg run ne
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,9 +35,7 @@ import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
 
-from pe_segmentation.evaluation.plots import plot_training_curves
-from pe_segmentation.evaluation.tables import read_csv_table
-from pe_segmentation.io.atomic import atomic_write_text, remove_partial_outputs
+from pe_segmentation.io.atomic import remove_partial_outputs
 from pe_segmentation.runtime.checkpoint import (
     BEST_NAME,
     CHECKPOINT_DIR,
@@ -49,28 +45,12 @@ from pe_segmentation.runtime.checkpoint import (
     save_checkpoint,
 )
 from pe_segmentation.runtime.distributed import all_gather_objects
+from pe_segmentation.training.curves import format_cell, plot_training_curves, write_metrics_csv
 from pe_segmentation.training.metrics import KEY_METRIC, METRIC_NAMES, VAL_METRICS
 
 log = logging.getLogger("pe_segmentation.training")
 
-__all__ = [
-    "CSV_COLUMNS",
-    "CheckpointWriter",
-    "EarlyStop",
-    "EpochSeeding",
-    "GradientClipping",
-    "MetricsLogger",
-    "RunRecord",
-    "TrainStats",
-    "ValidationImages",
-    "ValidationTracker",
-    "attach_progress",
-    "read_metrics_csv",
-    "write_metrics_csv",
-]
-
 #: Columns of ``metrics.csv``; validation columns are empty in epochs without validation.
-CSV_COLUMNS = ("epoch", "iteration", "train_loss", "lr", *VAL_METRICS, "seconds")
 
 
 @dataclass
@@ -270,30 +250,6 @@ class EarlyStop:
 # ------------------------------------------------------------------------------------------ metrics output
 
 
-def _format(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
-
-
-def write_metrics_csv(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]]) -> Path:
-    """Write the metrics rows (columns :data:`CSV_COLUMNS`) atomically."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for row in rows:
-        writer.writerow([_format(row.get(column)) for column in CSV_COLUMNS])
-    atomic_write_text(path, buffer.getvalue())
-    return Path(path)
-
-
-def read_metrics_csv(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Rows of a metrics CSV as dicts of numbers (``None`` for empty cells); ``[]`` if there is no file."""
-    return read_csv_table(path)[1] if Path(path).is_file() else []
-
-
 class MetricsLogger:
     """Per epoch: a metrics CSV row, TensorBoard scalars and a log line; the curves PNG after each validation.
 
@@ -344,7 +300,7 @@ class MetricsLogger:
         }
         row.update({k: (record.metrics.get(k) if validated else None) for k in VAL_METRICS})
         record.rows = [r for r in record.rows if r["epoch"] < epoch] + [row]
-        message = f"epoch {epoch}/{engine.state.max_epochs}: loss {_format(record.train_loss) or '-'}, lr {record.lr:.3g}"
+        message = f"epoch {epoch}/{engine.state.max_epochs}: loss {format_cell(record.train_loss) or '-'}, lr {record.lr:.3g}"
         if validated:
             metrics = ", ".join(
                 f"{n} {record.metrics.get(k, math.nan):.4f}"

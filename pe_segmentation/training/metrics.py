@@ -20,15 +20,6 @@ from monai.handlers import ConfusionMatrix, IgniteMetricHandler, MeanDice, MeanI
 from monai.handlers.utils import from_engine
 from monai.transforms import Activationsd, AsDiscreted, Compose
 
-__all__ = [
-    "KEY_METRIC",
-    "METRIC_NAMES",
-    "VAL_METRICS",
-    "foreground_metrics",
-    "metric_handlers",
-    "validation_postprocessing",
-]
-
 #: Metric names, in the order of the metrics CSV.
 METRIC_NAMES = ("dice", "iou", "sensitivity", "specificity", "precision")
 #: Their keys in ``evaluator.state.metrics`` and in the CSV.

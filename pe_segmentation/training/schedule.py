@@ -24,8 +24,6 @@ from torch.optim.lr_scheduler import LRScheduler
 from pe_segmentation.config import DECAYS, ScheduleConfig
 from pe_segmentation.errors import ConfigError
 
-__all__ = ["WarmupDecayLR", "build_scheduler", "lr_at", "warmup_iterations"]
-
 
 def lr_at(
     iteration: int,

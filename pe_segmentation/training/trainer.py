@@ -79,6 +79,7 @@ from pe_segmentation.runtime.checkpoint import (
 )
 from pe_segmentation.runtime.inferer import AutocastInferer, build_inferer
 from pe_segmentation.runtime.precision import Precision, resolve_precision, select_device
+from pe_segmentation.training.curves import read_metrics_csv
 from pe_segmentation.training.data import PatchBatches, build_train_batches, build_val_loader, load_cases
 from pe_segmentation.training.handlers import (
     CheckpointWriter,
@@ -91,26 +92,11 @@ from pe_segmentation.training.handlers import (
     ValidationImages,
     ValidationTracker,
     attach_progress,
-    read_metrics_csv,
 )
 from pe_segmentation.training.metrics import metric_handlers, validation_postprocessing
 from pe_segmentation.training.schedule import build_scheduler
 
 log = logging.getLogger("pe_segmentation.training")
-
-__all__ = [
-    "AutocastInferer",
-    "TrainingResult",
-    "build_evaluator",
-    "build_loss_function",
-    "build_model",
-    "build_optimizer",
-    "build_trainer",
-    "resume_config",
-    "run_training",
-    "seed_everything",
-    "train_distributed",
-]
 
 
 @dataclass(frozen=True)
@@ -700,6 +686,10 @@ def train_distributed(
         raise ConfigError(f"training.device {config.training.device}: no CUDA GPU visible")
     log.info("starting %d training processes", nprocs)
     return ddp.launch(
-        _distributed_worker, nprocs, config.to_dict(), None if resume is None else str(resume),
-        None if init_weights is None else str(init_weights), progress,
-    )  # fmt: skip
+        _distributed_worker,
+        nprocs,
+        config.to_dict(),
+        None if resume is None else str(resume),
+        None if init_weights is None else str(init_weights),
+        progress,
+    )

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from pe_segmentation.data.synthetic import PhantomSettings, generate_dataset
+from pe_segmentation.data.phantom import PhantomSettings, generate_dataset
 
 #: The bundle as committed (tests that write use :func:`bundle_copy`).
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "pe_segmentation"

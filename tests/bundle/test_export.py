@@ -18,7 +18,9 @@ INFERENCE = str(BUNDLE / "configs" / "inference.yaml")
 
 
 def test_verify_net_in_out_passes_and_catches_a_wrong_channel_count():
-    verify_net_in_out(net_id="network_def", meta_file=META, config_file=INFERENCE, device="cpu", bundle_root=str(BUNDLE))  # fmt: skip
+    verify_net_in_out(
+        net_id="network_def", meta_file=META, config_file=INFERENCE, device="cpu", bundle_root=str(BUNDLE)
+    )
     with pytest.raises(ValueError, match="output channel number"):
         verify_net_in_out(
             net_id="network_def",

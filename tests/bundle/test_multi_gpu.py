@@ -19,10 +19,28 @@ def test_multi_gpu_config_trains_with_two_gloo_processes(bundle_copy, phantoms, 
     run_dir = tmp_path / "run"
     configs = [str(bundle_copy / "configs" / name) for name in ("train.yaml", "multi_gpu_train.yaml")]
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "monai.bundle", "run", "--config_file", str(configs), "--bundle_root", str(bundle_copy),
-        "--dataset_dir", str(phantoms), "--output_dir", str(run_dir), "--max_epochs", "1", "--progress", "False",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        str(configs),
+        "--bundle_root",
+        str(bundle_copy),
+        "--dataset_dir",
+        str(phantoms),
+        "--output_dir",
+        str(run_dir),
+        "--max_epochs",
+        "1",
+        "--progress",
+        "False",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=240, env=env, cwd=Path(__file__).parent

@@ -109,8 +109,23 @@ def test_inference_workflow_writes_what_pe_seg_infer_writes(phantoms, tmp_path):
     image = phantoms / "images" / "phantom_001.nii.gz"
     # the plain CLI with the bundle's checkpoint first: its probability map gives a threshold that leaves a few
     # clots whatever the weights (briefly trained demo weights may find none at 0.5)
-    assert pe_seg(["infer", "--checkpoint", str(BUNDLE / "models" / "model.pt"), "--input", str(image),
-                   "--output", str(tmp_path / "plain"), "--device", "cpu", "--save-probability"]) == 0  # fmt: skip
+    assert (
+        pe_seg(
+            [
+                "infer",
+                "--checkpoint",
+                str(BUNDLE / "models" / "model.pt"),
+                "--input",
+                str(image),
+                "--output",
+                str(tmp_path / "plain"),
+                "--device",
+                "cpu",
+                "--save-probability",
+            ]
+        )
+        == 0
+    )
     plain_probability = _prediction(tmp_path / "plain" / "phantom_001")[0]
     threshold = float(np.quantile(plain_probability, 0.999))
     assert 0.0 < threshold < 1.0
@@ -133,8 +148,25 @@ def test_inference_workflow_writes_what_pe_seg_infer_writes(phantoms, tmp_path):
     assert workflow.evaluator.state.output["name"] == "phantom_001"
     assert workflow.evaluator.state.output["ok"]
     # the same input through the CLI with the bundle's weights and settings
-    assert pe_seg(["infer", "--bundle", str(BUNDLE), "--input", str(image), "--output", str(tmp_path / "cli"),
-                   "--device", "cpu", "--save-probability", "--threshold", repr(threshold)]) == 0  # fmt: skip
+    assert (
+        pe_seg(
+            [
+                "infer",
+                "--bundle",
+                str(BUNDLE),
+                "--input",
+                str(image),
+                "--output",
+                str(tmp_path / "cli"),
+                "--device",
+                "cpu",
+                "--save-probability",
+                "--threshold",
+                repr(threshold),
+            ]
+        )
+        == 0
+    )
 
     probability, mask, report = _prediction(tmp_path / "bundle" / "phantom_001")
     source = nib.load(image)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from pe_segmentation.commands import evaluate
-from pe_segmentation.data.synthetic import PhantomSettings, generate_phantom
+from pe_segmentation.data.phantom import PhantomSettings, generate_phantom
 from pe_segmentation.errors import ConfigError, InputDataError
 from pe_segmentation.io.volume import Volume
 from pe_segmentation.io.volume_files import write_volume
@@ -75,9 +75,18 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def test_evaluate_writes_every_output(study, tmp_path):
     output = tmp_path / "eval"
     code = run_evaluate(
-        "--pred", str(study / "out"), "--label", str(study / "labels"), "--prob", str(study / "out"),
-        "--output", str(output), "--no-progress", "--bootstrap", "200",
-    )  # fmt: skip
+        "--pred",
+        str(study / "out"),
+        "--label",
+        str(study / "labels"),
+        "--prob",
+        str(study / "out"),
+        "--output",
+        str(output),
+        "--no-progress",
+        "--bootstrap",
+        "200",
+    )
     assert code == 0
     expected = [
         "boxplots.png",
@@ -110,9 +119,12 @@ def test_evaluate_writes_every_output(study, tmp_path):
 
     summary = no_nan((output / "summary.json").read_text())
     assert summary["cases"] == {
-        "evaluated": 4, "with_emboli": 2, "without_emboli": 2,
-        "predictions_without_label": [], "labels_without_prediction": [],
-    }  # fmt: skip
+        "evaluated": 4,
+        "with_emboli": 2,
+        "without_emboli": 2,
+        "predictions_without_label": [],
+        "labels_without_prediction": [],
+    }
     dice = summary["voxel"]["dice"]
     assert dice["n"] == 2
     assert dice["mean"] == pytest.approx((36 / 62 + 1) / 2, rel=1e-5)

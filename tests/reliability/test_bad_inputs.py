@@ -18,8 +18,8 @@ import pydicom
 import pytest
 import torch
 from conftest import make_affine, set_dicom_tags
-from training.conftest import toy_config, write_toy_cases
 from inference.helpers import tiny_config, write_checkpoint
+from training.conftest import toy_config, write_toy_cases
 
 from pe_segmentation.config import config_to_yaml
 from pe_segmentation.errors import EXIT_CHECKPOINT, EXIT_CONFIG, EXIT_INPUT

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from training.conftest import toy_config, write_toy_cases
 from inference.helpers import make_ct
+from training.conftest import toy_config, write_toy_cases
 
 from pe_segmentation.config import config_to_yaml
 from pe_segmentation.errors import EXIT_OUTPUT, OutputError
@@ -36,7 +36,12 @@ from pe_segmentation.training import run_training
 from .conftest import files_under
 
 EPOCHS = 6
-SETTINGS = (f"training.epochs={EPOCHS}", "validation.every=2", "training.augment=true", "patch.samples_per_volume=4")  # fmt: skip
+SETTINGS = (
+    f"training.epochs={EPOCHS}",
+    "validation.every=2",
+    "training.augment=true",
+    "patch.samples_per_volume=4",
+)
 
 
 def _environment() -> dict[str, str]:
@@ -137,7 +142,20 @@ def test_inference_killed_while_writing_leaves_no_truncated_output(tmp_path, tin
         make_ct(np.diag([-1.0, -1.0, 1.5, 1.0]), shape=(192, 192, 144)), tmp_path / "big.nii.gz"
     )
     out = tmp_path / "out"
-    process = _start("infer", "-i", image, "-o", out, "--checkpoint", tiny_checkpoint, "--device", "cpu", "--precision", "fp32", "--save-probability")  # fmt: skip
+    process = _start(
+        "infer",
+        "-i",
+        image,
+        "-o",
+        out,
+        "--checkpoint",
+        tiny_checkpoint,
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--save-probability",
+    )
     deadline = time.monotonic() + 120
     while not _partial_files(out) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.002)
@@ -152,7 +170,9 @@ def test_inference_killed_while_writing_leaves_no_truncated_output(tmp_path, tin
     assert writing, "killed while an output file was being written"
 
     # the next run finishes the case and clears the dead run's staging folder
-    result = pe_seg("infer", "-i", image, "-o", out, "--checkpoint", tiny_checkpoint, "--device", "cpu", "--no-preview")  # fmt: skip
+    result = pe_seg(
+        "infer", "-i", image, "-o", out, "--checkpoint", tiny_checkpoint, "--device", "cpu", "--no-preview"
+    )
     assert result.code == 0, result.err
     assert files_under(out) == ["big/mask.nii.gz", "big/report.json"]
     assert read_volume(out / "big" / "mask.nii.gz").shape == (192, 192, 144)

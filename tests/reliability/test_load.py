@@ -58,7 +58,21 @@ def test_fifty_cases_in_one_call_keep_memory_flat_and_time_steady(tmp_path, tiny
         write_volume(make_ct(affine, seed=index), inputs / f"case_{index:02d}.nii.gz")
     out = tmp_path / "out"
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-c", DRIVER, "infer", "-i", inputs, "-o", out, "--checkpoint", tiny_checkpoint, "--device", "cpu", "--save-probability"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-c",
+        DRIVER,
+        "infer",
+        "-i",
+        inputs,
+        "-o",
+        out,
+        "--checkpoint",
+        tiny_checkpoint,
+        "--device",
+        "cpu",
+        "--save-probability",
+    ]
     done = subprocess.run(
         [str(part) for part in command],
         env=environment,

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from training.conftest import toy_config
 from inference.helpers import make_ct
+from training.conftest import toy_config
 
 from pe_segmentation.config import config_to_yaml
 from pe_segmentation.io.dicom_writer import write_dicom_series
@@ -96,11 +96,21 @@ def test_inference_outputs_and_logs_carry_no_patient_data(
     out = tmp_path / "out"
     info = pe_seg("info", "-i", identified_series, "--json")
     result = pe_seg(
-        "infer", "-i", identified_series, "-o", out, "--checkpoint", tiny_checkpoint, "--device", "cpu",
+        "infer",
+        "-i",
+        identified_series,
+        "-o",
+        out,
+        "--checkpoint",
+        tiny_checkpoint,
+        "--device",
+        "cpu",
         "--save-probability",
-    )  # fmt: skip
+    )
     assert result.code == 0, result.err
-    assert set(files_under(out)) == {f"ct/{n}" for n in ("mask.nii.gz", "probability.nii.gz", "preview.png", "report.json", "seg.dcm")}  # fmt: skip
+    assert set(files_under(out)) == {
+        f"ct/{n}" for n in ("mask.nii.gz", "probability.nii.gz", "preview.png", "report.json", "seg.dcm")
+    }
     assert leaks(out, result.out, result.err, info.out, info.err) == []
 
     seg = pydicom.dcmread(out / "ct" / "seg.dcm")
@@ -118,7 +128,19 @@ def test_inference_outputs_and_logs_carry_no_patient_data(
 
 def test_keep_phi_keeps_the_identity(identified_series, tmp_path, pe_seg, tiny_checkpoint):
     out = tmp_path / "out"
-    result = pe_seg("infer", "-i", identified_series, "-o", out, "--checkpoint", tiny_checkpoint, "--device", "cpu", "--no-preview", "--keep-phi")  # fmt: skip
+    result = pe_seg(
+        "infer",
+        "-i",
+        identified_series,
+        "-o",
+        out,
+        "--checkpoint",
+        tiny_checkpoint,
+        "--device",
+        "cpu",
+        "--no-preview",
+        "--keep-phi",
+    )
     assert result.code == 0, result.err
     report = json.loads((out / "ct" / "report.json").read_text())
     assert report["patient"]["name"] == IDENTITY["PatientName"]

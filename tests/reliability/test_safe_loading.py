@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from training.conftest import toy_config, write_toy_cases
 from inference.helpers import tiny_config
+from training.conftest import toy_config, write_toy_cases
 
 import pe_segmentation
 from pe_segmentation.config import config_to_yaml
@@ -191,7 +191,11 @@ def unsafe_loads(root: Path) -> list[str]:
                 found.append(where)
             elif name[-2:] == ("torch", "load") and _keyword(node, "weights_only") is not True:
                 found.append(f"{where} without weights_only=True")
-            elif name[-1:] == ("load",) and name[-2:-1] == ("np",) and _keyword(node, "allow_pickle") not in (None, False):  # fmt: skip
+            elif (
+                name[-1:] == ("load",)
+                and name[-2:-1] == ("np",)
+                and _keyword(node, "allow_pickle") not in (None, False)
+            ):
                 found.append(f"{where} with allow_pickle")
             elif name[-3:] == ("torch", "jit", "load") and relative not in TORCHSCRIPT_READERS:
                 found.append(where)

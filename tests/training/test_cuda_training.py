@@ -64,11 +64,19 @@ def test_bf16_training_on_cuda_has_no_scaler(make_config):
     if not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bf16")
     result = run_training(
-        make_config("training.device=cuda", "training.precision=bf16", "training.epochs=5",
-                    "patch.samples_per_volume=4", "training.batch_size=4", "schedule.warmup_epochs=0",
-                    "schedule.decay=constant", "validation.every=5", run="bf16"),
+        make_config(
+            "training.device=cuda",
+            "training.precision=bf16",
+            "training.epochs=5",
+            "patch.samples_per_volume=4",
+            "training.batch_size=4",
+            "schedule.warmup_epochs=0",
+            "schedule.decay=constant",
+            "validation.every=5",
+            run="bf16",
+        ),
         progress=False,
-    )  # fmt: skip
+    )
     assert load_checkpoint(result.last_checkpoint)["scaler"] is None
     losses = [float(r["train_loss"]) for r in _rows(result.metrics_csv)]
     assert losses[-1] < 0.85 * losses[0], losses  # learns the toy set as the CPU run does

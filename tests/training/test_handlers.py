@@ -9,16 +9,14 @@ import torch
 from ignite.engine import Engine, Events
 from PIL import Image
 
-from pe_segmentation.evaluation.plots import plot_training_curves
-from pe_segmentation.evaluation.plots import read_metrics_csv as plot_columns
-from pe_segmentation.training.handlers import (
+from pe_segmentation.training.curves import (
     CSV_COLUMNS,
-    EarlyStop,
-    RunRecord,
-    attach_progress,
+    plot_training_curves,
     read_metrics_csv,
     write_metrics_csv,
 )
+from pe_segmentation.training.curves import metric_columns as plot_columns
+from pe_segmentation.training.handlers import EarlyStop, RunRecord, attach_progress
 
 
 def _engine() -> Engine:

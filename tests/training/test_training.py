@@ -14,7 +14,7 @@ from pe_segmentation.config import load_config
 from pe_segmentation.errors import CheckpointError, ConfigError
 from pe_segmentation.runtime import load_checkpoint
 from pe_segmentation.training import lr_at, run_training
-from pe_segmentation.training.handlers import CSV_COLUMNS
+from pe_segmentation.training.curves import CSV_COLUMNS
 
 from .helpers import Crash
 

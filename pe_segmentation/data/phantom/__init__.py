@@ -1,1 +1,67 @@
-"""Synthetic CTPA phantoms (see :mod:`pe_segmentation.data.synthetic` for the public API)."""
+"""Synthetic CT pulmonary angiography phantoms with pulmonary emboli, for demos, tests and training checks.
+
+Real CTPA with embolus masks is private, so pe-seg makes its own data. A phantom is a chest in HU: air,
+fat (about -100), muscle and soft tissue (30-60), ribs, sternum and spine (300 to over 1000), lungs with texture
+(about -850), heart and aorta, and a branching contrast-filled pulmonary artery tree (300-450 HU, trunk radius
+about 14 mm down to about 2 mm) holding emboli: filling defects of 30-80 HU, partial (wall-adherent) or
+occlusive, with a partial-volume blur and Gaussian noise on top, stored as int16 HU.
+
+Emboli follow one stated distribution (1-6 per case; about a third each central/lobar > 500 mm^3, segmental
+50-500 mm^3, small < 50 mm^3; details in :mod:`pe_segmentation.data.phantom.emboli`). Labels: 0 background,
+1 embolus, optionally 2 patent artery. Everything is in millimetres, so anatomy and volumes do not depend on the
+voxel size, and a seed reproduces a case exactly.
+
+Typical use::
+
+    from pe_segmentation.data.phantom import PhantomSettings, generate_phantom, generate_dataset
+
+    phantom = generate_phantom(PhantomSettings.for_field((96, 96, 80)), rng=0)
+    summary = generate_dataset("data/synth", cases=8, seed=0)
+    print(format_summary(summary))
+"""
+
+from __future__ import annotations
+
+from pe_segmentation.data.phantom.anatomy import Tissue
+from pe_segmentation.data.phantom.dataset import (
+    DATALIST_NAME,
+    FORMATS,
+    CaseRecord,
+    DatasetSummary,
+    format_summary,
+    generate_dataset,
+    summarize_emboli,
+)
+from pe_segmentation.data.phantom.emboli import EmbolusInfo
+from pe_segmentation.data.phantom.generator import (
+    DEFAULT_SHAPE,
+    DEFAULT_SPACING,
+    LABEL_EMBOLUS,
+    LABEL_NAMES,
+    LABEL_VESSEL,
+    Phantom,
+    PhantomSettings,
+    case_seed,
+    generate_phantom,
+)
+
+__all__ = [
+    "DATALIST_NAME",
+    "DEFAULT_SHAPE",
+    "DEFAULT_SPACING",
+    "FORMATS",
+    "LABEL_EMBOLUS",
+    "LABEL_NAMES",
+    "LABEL_VESSEL",
+    "CaseRecord",
+    "DatasetSummary",
+    "EmbolusInfo",
+    "Phantom",
+    "PhantomSettings",
+    "Tissue",
+    "case_seed",
+    "format_summary",
+    "generate_dataset",
+    "generate_phantom",
+    "summarize_emboli",
+]

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from pe_segmentation.data.phantom.emboli import CLASS_DEFINITIONS, SIZE_CLASSES, TARGET_MM3, EmbolusInfo
+from pe_segmentation.data.embolus_sizes import CLASS_DEFINITIONS, SIZE_CLASSES
+from pe_segmentation.data.phantom.emboli import TARGET_MM3, EmbolusInfo
 from pe_segmentation.data.phantom.generator import (
     LABEL_NAMES,
     LABEL_VESSEL,
@@ -229,7 +230,7 @@ def _datalist(summary: DatasetSummary) -> dict:
             "artery tree and emboli as low-attenuation filling defects (1-6 per case; about a third each "
             "central > 500 mm^3, segmental 50-500 mm^3, small < 50 mm^3). Not patient data."
         ),
-        "reference": "pe_segmentation.data.synthetic",
+        "reference": "pe_segmentation.data.phantom",
         "modality": {"0": "CT"},
         "seed": summary.seed,
         "labels": labels,

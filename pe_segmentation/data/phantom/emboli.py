@@ -26,14 +26,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
+from pe_segmentation.data.embolus_sizes import CENTRAL_MIN_MM3, SIZE_CLASSES, SMALL_MAX_MM3, size_class
 from pe_segmentation.data.phantom.anatomy import HU_RANGES, Tissue
 from pe_segmentation.data.phantom.geometry import Grid, perpendicular_unit
 from pe_segmentation.data.phantom.vessels import Branch, BranchRegion, branch_region
 
-SIZE_CLASSES = ("central", "segmental", "small")
-CENTRAL_MIN_MM3 = 500.0
-SMALL_MAX_MM3 = 50.0
-CLASS_DEFINITIONS = {"central": "> 500 mm^3", "segmental": "50-500 mm^3", "small": "< 50 mm^3"}
 TARGET_MM3 = {"central": (550.0, 6000.0), "segmental": (60.0, 450.0), "small": (8.0, 45.0)}
 EMBOLUS_HU = HU_RANGES[Tissue.EMBOLUS]
 _GENERATIONS = {"central": (0, 1, 2), "segmental": (2, 3, 4), "small": (4, 5, 6)}
@@ -43,13 +40,6 @@ _MIN_PLUG_MM = (
     3.0  # an occlusive clot is at least this long (or a diameter long); shorter ones become partial
 )
 _NEIGHBOURS = np.ones((3, 3, 3), dtype=bool)
-
-
-def size_class(volume_mm3: float) -> str:
-    """Size class of a labelled embolus volume: ``central`` (> 500), ``segmental`` (50-500), ``small`` (< 50)."""
-    if volume_mm3 > CENTRAL_MIN_MM3:
-        return "central"
-    return "segmental" if volume_mm3 >= SMALL_MAX_MM3 else "small"
 
 
 def voxel_range(size: str, voxel_volume_mm3: float) -> tuple[int, int]:

@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from pe_segmentation.data.synthetic import (
+from pe_segmentation.data.phantom import (
     PhantomSettings,
     Tissue,
     case_seed,
