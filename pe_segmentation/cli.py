@@ -12,8 +12,8 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from pe_segmentation import __version__
 from pe_segmentation.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, user_error
+from pe_segmentation.versions import __version__
 
 log = logging.getLogger("pe_segmentation")
 

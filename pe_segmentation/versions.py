@@ -5,6 +5,9 @@ from __future__ import annotations
 import importlib
 import platform
 
+#: This package's version (``pe-seg --version``; setup.cfg reads it from here).
+__version__ = "0.1.0"
+
 
 def package_versions(*extra: str) -> dict[str, str]:
     """pe-seg, torch, MONAI, NumPy and Python versions, plus those of the ``extra`` packages, as strings.
@@ -16,8 +19,6 @@ def package_versions(*extra: str) -> dict[str, str]:
     import monai
     import numpy as np
     import torch
-
-    from pe_segmentation import __version__
 
     versions = {"pe_segmentation": __version__, "torch": str(torch.__version__), "monai": monai.__version__}
     for name in extra:

@@ -9,18 +9,13 @@ run's ``metrics.csv`` instead.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from pe_segmentation.errors import InputDataError
-
-log = logging.getLogger(__name__)
-
-RUN_METRICS = "metrics.csv"
-RUN_CURVES = "curves.png"
+from pe_segmentation.api import evaluate, plot_training_run
+from pe_segmentation.api.training import RUN_METRICS
+from pe_segmentation.errors import ConfigError
+from pe_segmentation.evaluation import EvaluationSettings, HitCriterion
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -103,35 +98,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def redraw_run(run_dir: Path, output: Path | None) -> Path:
-    """Redraw ``curves.png`` of a training run from its ``metrics.csv`` (into ``output`` when given)."""
-    from pe_segmentation.training.curves import metric_columns, plot_training_curves
-
-    csv_path = run_dir / RUN_METRICS
-    if not run_dir.is_dir():
-        raise InputDataError(f"{run_dir}: training run folder not found")
-    if not csv_path.is_file():
-        raise InputDataError(f"{run_dir}: no {RUN_METRICS} (is this a training run folder?)")
-    png = plot_training_curves(csv_path, (output or run_dir) / RUN_CURVES)
-    columns = metric_columns(csv_path)
-    dice = columns.get("val_dice")
-    if dice is not None and np.isfinite(dice).any():
-        best = int(np.nanargmax(dice))
-        epoch = columns.get("epoch")
-        where = (
-            f"epoch {int(epoch[best])}"
-            if epoch is not None and np.isfinite(epoch[best])
-            else f"row {best + 1}"
-        )
-        log.info("best validation Dice %.4f at %s", dice[best], where)
-    log.info("wrote %s", png)
-    return png
-
-
-def _hit_criterion(args: argparse.Namespace):  # -> HitCriterion
-    from pe_segmentation.errors import ConfigError
-    from pe_segmentation.evaluation.detection import HitCriterion
-
+def _hit_criterion(args: argparse.Namespace) -> HitCriterion:
+    """The ``--hit`` rule with its threshold (0 for ``overlap``, 0.1 for ``dice`` when not given)."""
     threshold = args.hit_threshold
     if threshold is None:
         threshold = 0.0 if args.hit == "overlap" else 0.1
@@ -141,38 +109,8 @@ def _hit_criterion(args: argparse.Namespace):  # -> HitCriterion
         raise ConfigError(f"--hit-threshold: {err}") from err
 
 
-def _log_summary(summary: dict) -> None:
-    voxel, detection = summary["voxel"], summary["detection"]
-    dice = voxel["dice"]
-    if dice["n"]:
-        log.info(
-            "Dice %.3f (95%% CI %.3f to %.3f, median %.3f) over %d scans with emboli",
-            dice["mean"],
-            dice["ci95_low"],
-            dice["ci95_high"],
-            dice["median"],
-            dice["n"],
-        )
-    if detection["emboli"]:
-        log.info(
-            "per-embolus sensitivity %.1f%% (%d/%d) at %.2f false positives per scan",
-            100 * detection["sensitivity"],
-            detection["detected"],
-            detection["emboli"],
-            detection["fp_per_scan"],
-        )
-    froc = summary.get("froc")
-    if froc:
-        readings = ", ".join(
-            f"{100 * s:.0f}% @ {r:g}" for r, s in zip(froc["fp_rates"], froc["sensitivity"], strict=True)
-        )
-        log.info("FROC sensitivity at FP/scan: %s", readings)
-
-
 def run(args: argparse.Namespace) -> int:
-    """Handler of ``pe-seg evaluate``."""
-    from pe_segmentation.errors import ConfigError
-
+    """Handler of ``pe-seg evaluate``: :func:`pe_segmentation.evaluate`, or with ``--run`` the run's curves."""
     run_dir = args.run
     if (
         run_dir is None
@@ -184,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     if run_dir is not None:
         if args.label is not None:
             raise ConfigError("--run redraws a training run's curves; it does not take --label")
-        redraw_run(run_dir, args.output)
+        plot_training_run(run_dir, args.output)
         return 0
     missing = [
         flag
@@ -193,9 +131,6 @@ def run(args: argparse.Namespace) -> int:
     ]
     if missing:
         raise ConfigError(f"evaluate needs {', '.join(missing)} (or --run RUN_DIR to redraw training curves)")
-
-    from pe_segmentation.evaluation.matching import match_cases
-    from pe_segmentation.evaluation.runner import EvaluationSettings, evaluate_cases
 
     settings = EvaluationSettings(
         nsd_tolerance_mm=args.nsd_tolerance,
@@ -206,23 +141,18 @@ def run(args: argparse.Namespace) -> int:
         n_resamples=args.bootstrap,
         seed=args.seed,
     )
-    matching = match_cases(
+    evaluate(
         args.pred,
         args.label,
-        args.prob,
+        args.output,
+        prob=args.prob,
+        settings=settings,
         section=args.section,
         pred_key=args.pred_key,
         label_key=args.label_key,
         prob_key=args.prob_key,
+        strict=args.strict,
+        # no bar text in logs and pipes
+        progress=not (args.no_progress or getattr(args, "quiet", False)) and sys.stderr.isatty(),
     )
-    problems = matching.problems()
-    if problems and args.strict:
-        raise InputDataError("; ".join(problems))
-    for line in problems:
-        log.warning("%s", line)
-    quiet = getattr(args, "quiet", False)
-    progress = not (args.no_progress or quiet) and sys.stderr.isatty()  # no bar text in logs and pipes
-    result = evaluate_cases(matching, args.output, settings, progress=progress)
-    _log_summary(result.summary)
-    log.info("wrote %s", result.files["report"])
     return 0

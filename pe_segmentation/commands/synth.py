@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from pe_segmentation.data.phantom import (
-    DEFAULT_SHAPE,
-    DEFAULT_SPACING,
-    PhantomSettings,
-    format_summary,
-    generate_dataset,
-)
-from pe_segmentation.errors import ConfigError
+from pe_segmentation.api import synth
+from pe_segmentation.data.phantom import DEFAULT_SHAPE, DEFAULT_SPACING, format_summary
 
 _FORMATS = {"nifti": ("nifti",), "dicom": ("dicom",), "both": ("nifti", "dicom")}
 
@@ -69,26 +63,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    """Generate the dataset described by ``args``, print the summary and return 0.
-
-    Raises:
-        ConfigError: non-positive cases, a negative seed, or a grid that cannot hold the chest.
-    """
-    if args.cases < 1:
-        raise ConfigError(f"--cases must be at least 1, got {args.cases}")
-    if args.seed < 0:
-        raise ConfigError(f"--seed must be non-negative, got {args.seed}")
-    settings = PhantomSettings.for_field(
-        shape=tuple(args.shape) if args.shape else None,
-        spacing=tuple(args.spacing) if args.spacing else None,
-        vessel_label=args.vessel_label,
-        noise_hu=args.noise,
-    )
-    summary = generate_dataset(
+    """Handler of ``pe-seg synth``: :func:`pe_segmentation.synth`, then the dataset's summary."""
+    summary = synth(
         args.output,
         args.cases,
         args.seed,
-        settings=settings,
+        shape=args.shape,
+        spacing=args.spacing,
+        vessel_label=args.vessel_label,
+        noise_hu=args.noise,
         formats=_FORMATS[args.format],
         progress=not args.no_progress,
     )

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
-import shutil
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-from pe_segmentation.config import Config, load_config
-from pe_segmentation.errors import ConfigError, user_error
-
-log = logging.getLogger(__name__)
+from pe_segmentation.api import dataset_overrides, train, training_config
+from pe_segmentation.config import Config
+from pe_segmentation.errors import ConfigError
 
 # The original project's flags and the config key each one sets.
 LEGACY_FLAGS = {
@@ -67,18 +62,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def dataset_overrides(path: str) -> list[str]:
-    """``--dataset PATH``: the path, and its layout guessed from what it is (``data.dataset`` can still be set)."""
-    candidate = Path(path)
-    if candidate.suffix.lower() == ".json":
-        kind = "datalist"
-    elif (candidate / "datalist.json").is_file():
-        kind = "synthetic"
-    else:
-        kind = "folder"
-    return [f"data.path={path}", f"data.dataset={kind}"]
-
-
 def flag_overrides(args: argparse.Namespace) -> list[str]:
     """The ``--set`` overrides that the shortcut flags stand for (applied before explicit ``--set``)."""
     overrides = [
@@ -104,46 +87,15 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
 def config_from_args(args: argparse.Namespace) -> Config:
     """The run's config: the recipe (or, for ``--resume`` without ``--config``, the run's saved config), then the
     shortcut flags, then ``--set`` overrides (last wins)."""
-    overrides = [*flag_overrides(args), *args.overrides]
-    if args.config is None and args.resume is not None:
-        from pe_segmentation.config import apply_overrides
-        from pe_segmentation.training import resume_config
-
-        return Config.from_dict(apply_overrides(resume_config(args.resume).to_dict(), overrides))
-    return load_config(args.config, overrides)
-
-
-@contextlib.contextmanager
-def _no_leftover_run_folder(run_dir: Path | None) -> Iterator[None]:
-    """Remove ``run_dir`` if this run created it and fails with a user error before its first checkpoint.
-
-    A run refused for its data, config or checkpoint then leaves nothing that looks like a run; a run that
-    wrote a checkpoint is kept (it can be resumed), and so is any folder that existed before.
-    """
-    created = run_dir is not None and not run_dir.exists()
-    try:
-        yield
-    except Exception as err:  # user errors only, also when MONAI wrapped them (a transform refusing a label)
-        refused = user_error(err) is not None
-        if refused and created and run_dir is not None and not (run_dir / "checkpoints" / "last.pt").exists():
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+    return training_config(args.config, [*flag_overrides(args), *args.overrides], args.resume)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pe_segmentation.training import run_training
-
-    config = config_from_args(args)
-    new_folder = None if args.resume is not None else Path(config.output.run_dir).expanduser()
-    with _no_leftover_run_folder(new_folder):
-        result = run_training(
-            config,
-            resume=args.resume,
-            init_weights=args.checkpoint,
-            progress=not args.no_progress and not args.quiet and sys.stderr.isatty(),
-        )
-    if result is not None:  # None on non-zero ranks of a distributed run
-        log.info("run folder: %s", result.run_dir)
-        if result.best_dice is not None:
-            log.info("best validation Dice %.4f at epoch %d", result.best_dice, result.best_epoch)
+    """Handler of ``pe-seg train``: :func:`pe_segmentation.train` with the config of the flags."""
+    train(
+        config_from_args(args),
+        resume=args.resume,
+        init_weights=args.checkpoint,
+        progress=not args.no_progress and not args.quiet and sys.stderr.isatty(),
+    )
     return 0

@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from pe_segmentation import __version__
 from pe_segmentation.data.embolus_sizes import CLASS_DEFINITIONS, SIZE_CLASSES
 from pe_segmentation.data.label_values import integer_label_values
 from pe_segmentation.errors import ConfigError, InputDataError
@@ -53,6 +52,7 @@ from pe_segmentation.evaluation.voxel_metrics import VOXEL_METRICS, voxel_metric
 from pe_segmentation.io.atomic import atomic_write_text
 from pe_segmentation.io.volume import Volume, check_same_geometry
 from pe_segmentation.io.volume_files import read_volume
+from pe_segmentation.versions import __version__
 
 log = logging.getLogger(__name__)
 

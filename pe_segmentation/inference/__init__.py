@@ -8,12 +8,15 @@ Segment one CT from Python::
     prediction = predictor.predict("patient_001/")  # DICOM folder, NIfTI/NRRD/MHA file
     prediction.mask  # a Volume: uint8, the input's shape and affine
 
-``pe-seg infer`` (:mod:`pe_segmentation.commands.infer`) adds case discovery (:func:`discover_cases`), the
-outputs (:func:`write_case`) and multi-case / multi-GPU runs (:func:`run_cases`). See docs/inference.md.
+:func:`pe_segmentation.infer` (what ``pe-seg infer`` and the bundle call) adds case discovery
+(:func:`discover_cases`), the outputs (:func:`write_case`) and multi-case / multi-GPU runs (:func:`run_cases`).
+See docs/inference.md.
 """
 
 from __future__ import annotations
 
+from pe_segmentation.inference.bundle_folder import BundleInference, as_flag, read_bundle_inference
+from pe_segmentation.inference.case_run import CaseResult, log_case_result, run_case
 from pe_segmentation.inference.cases import CaseInput, discover_cases
 from pe_segmentation.inference.dicom_seg import write_dicom_seg
 from pe_segmentation.inference.outputs import OutputOptions, save_preview, write_case
@@ -32,11 +35,12 @@ from pe_segmentation.inference.predictor import (
     flip_combinations,
 )
 from pe_segmentation.inference.report import case_report, clot_report, file_sha256
-from pe_segmentation.inference.runner import CaseResult, PredictorSpec, run_case, run_cases
+from pe_segmentation.inference.runner import PredictorSpec, launcher_shard, run_cases
 
 __all__ = [
     "FAST_OVERLAP",
     "FAST_SPACING_FACTOR",
+    "BundleInference",
     "CaseInput",
     "CaseResult",
     "EmbolusLogit",
@@ -45,13 +49,17 @@ __all__ = [
     "Prediction",
     "Predictor",
     "PredictorSpec",
+    "as_flag",
     "bounding_box",
     "case_report",
     "clot_report",
     "discover_cases",
     "file_sha256",
     "flip_combinations",
+    "launcher_shard",
+    "log_case_result",
     "probability_to_mask",
+    "read_bundle_inference",
     "remove_small_components",
     "run_case",
     "run_cases",

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from pe_segmentation import __version__
 from pe_segmentation.errors import InputDataError, OutputError
 from pe_segmentation.io.atomic import atomic_output
 from pe_segmentation.io.volume import Volume
+from pe_segmentation.versions import __version__
 
 #: The SEG's SeriesNumber is the source's plus this (1000 when the source has none).
 SEG_SERIES_NUMBER_OFFSET = 1000

@@ -27,9 +27,9 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from pe_segmentation import __version__
 from pe_segmentation.errors import OutputError
 from pe_segmentation.io.volume import Volume, geometry_from_affine
+from pe_segmentation.versions import __version__
 
 TRANSFER_SYNTAXES = {"explicit": ExplicitVRLittleEndian, "rle": RLELossless, "jpegls": JPEGLSLossless}
 

@@ -16,6 +16,7 @@ See :mod:`pe_segmentation.training.trainer` for the run folder layout, resume an
 from __future__ import annotations
 
 from pe_segmentation.training.metrics import METRIC_NAMES, VAL_METRICS, foreground_metrics
+from pe_segmentation.training.run_folder import ensure_new_run_folder, removed_if_refused
 from pe_segmentation.training.schedule import WarmupDecayLR, build_scheduler, lr_at
 from pe_segmentation.training.trainer import (
     TrainingResult,

@@ -16,13 +16,13 @@ from pe_segmentation.bundle import (
     INPUT_TENSOR_FIELDS,
     METADATA_FIELDS,
     OUTPUT_TENSOR_FIELDS,
-    _model_problems,
-    as_flag,
     check_metadata,
-    main,
+    model_problems,
 )
+from pe_segmentation.bundle.cli import main
 from pe_segmentation.config import Config, load_config
 from pe_segmentation.errors import ConfigError
+from pe_segmentation.inference import as_flag
 from pe_segmentation.runtime.checkpoint import load_checkpoint
 
 from .conftest import BUNDLE
@@ -99,7 +99,7 @@ def test_weights_recipe_and_metadata_agree():
     assert recipe.to_dict() == checkpoint["config"]  # the recipe is the weights' own config
     assert recipe.data.path is None
     assert recipe.output.run_dir == Config().output.run_dir
-    assert _model_problems(METADATA, recipe) == []
+    assert model_problems(METADATA, recipe) == []
     assert (BUNDLE / "models" / "model.pt").stat().st_size < 20 * 2**20
 
 

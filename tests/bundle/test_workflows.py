@@ -13,10 +13,11 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from pe_segmentation.bundle import BundleTrainer, CaseInferenceEngine, read_bundle_inference
+from pe_segmentation.bundle import BundleTrainer, CaseInferenceEngine
 from pe_segmentation.cli import main as pe_seg
 from pe_segmentation.config import load_config
 from pe_segmentation.errors import CheckpointError, ConfigError
+from pe_segmentation.inference import read_bundle_inference
 from pe_segmentation.inference.predictor import Predictor
 from pe_segmentation.runtime.checkpoint import load_checkpoint
 

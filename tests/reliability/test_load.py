@@ -23,14 +23,13 @@ from pe_segmentation.io.volume_files import write_volume
 
 CASES = 50
 
-#: Runs ``pe-seg infer ARGS`` and prints one JSON line per finished case: peak RSS (kB) and seconds.
+#: Runs pe_segmentation.infer(INPUT, OUTPUT, CHECKPOINT) on the CPU with probability maps, as `pe-seg infer` does, and
+#: prints one JSON line per finished case: peak RSS (kB) and CPU seconds.
 DRIVER = textwrap.dedent(
     """
     import json, resource, sys, time
-    import pe_segmentation.inference.runner as runner
-    from pe_segmentation.cli import main
+    import pe_segmentation
 
-    plain = runner.run_cases
     last = [time.process_time()]
 
     def record(result, done, total):
@@ -39,13 +38,9 @@ DRIVER = textwrap.dedent(
         print(json.dumps({"case": done, "ok": result.ok, "peak_kb": peak, "seconds": now - last[0]}), flush=True)
         last[0] = now
 
-    def measured(*args, **kwargs):
-        kwargs["on_result"] = record
-        last[0] = time.process_time()
-        return plain(*args, **kwargs)
-
-    runner.run_cases = measured
-    sys.exit(main(sys.argv[1:]))
+    source, output, checkpoint = sys.argv[1:4]
+    run = pe_segmentation.infer(source, output, checkpoint, device="cpu", save_probability=True, on_result=record)
+    sys.exit(1 if run.failed else 0)
     """
 )
 
@@ -62,16 +57,9 @@ def test_fifty_cases_in_one_call_keep_memory_flat_and_time_steady(tmp_path, tiny
         sys.executable,
         "-c",
         DRIVER,
-        "infer",
-        "-i",
         inputs,
-        "-o",
         out,
-        "--checkpoint",
         tiny_checkpoint,
-        "--device",
-        "cpu",
-        "--save-probability",
     ]
     done = subprocess.run(
         [str(part) for part in command],

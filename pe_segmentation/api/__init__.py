@@ -1,0 +1,35 @@
+"""The library API: the functions that ``pe-seg``, the MONAI bundle and users call.
+
+Each is one job end to end, with the same outputs as its command::
+
+    import pe_segmentation as pe
+
+    pe.synth("data/phantoms", cases=8, seed=0)                       # pe-seg synth
+    run = pe.train("configs/unet.yaml", ["data.path=data/phantoms"])  # pe-seg train
+    pe.infer("study_dicom/", "predictions/", run.best_checkpoint)     # pe-seg infer
+    pe.evaluate("predictions/", "data/phantoms/labels", "evaluation/", prob="predictions/")  # pe-seg evaluate
+
+Errors a user can fix are :class:`~pe_segmentation.errors.PESegError` subclasses with a one-line message and
+an exit code of their own.
+"""
+
+from __future__ import annotations
+
+from pe_segmentation.api.evaluation import evaluate, log_summary
+from pe_segmentation.api.inference import InferenceRun, InferenceSettings, infer, inference_settings
+from pe_segmentation.api.synthesis import synth
+from pe_segmentation.api.training import dataset_overrides, plot_training_run, train, training_config
+
+__all__ = [
+    "InferenceRun",
+    "InferenceSettings",
+    "dataset_overrides",
+    "evaluate",
+    "infer",
+    "inference_settings",
+    "log_summary",
+    "plot_training_run",
+    "synth",
+    "train",
+    "training_config",
+]
