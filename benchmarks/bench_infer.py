@@ -309,13 +309,9 @@ def monai_pipeline(series: str, output: str, checkpoint: str, variant: str, devi
 
 
 def child_pe_seg(argv: list[str]) -> int:
-    """``pe-seg ARGV`` through the real CLI (registering ``infer`` if the front end does not list it yet)."""
-    from pe_segmentation import commands
+    """``pe-seg ARGV`` through the real CLI."""
     from pe_segmentation.cli import main
-    from pe_segmentation.commands import infer
 
-    if infer not in commands.ALL:
-        commands.ALL = (*commands.ALL, infer)
     code = main(argv)
     report_peaks()
     return code

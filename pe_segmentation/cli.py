@@ -12,12 +12,16 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from pe_segmentation.commands import convert, data_check, evaluate, infer, info, synth, train
 from pe_segmentation.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, user_error
 from pe_segmentation.versions import __version__
 
 log = logging.getLogger("pe_segmentation")
 
 Handler = Callable[[argparse.Namespace], int]
+
+#: The sub-commands in the order ``pe-seg --help`` lists them.
+COMMANDS = (synth, info, convert, data_check, train, infer, evaluate)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -28,9 +32,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    from pe_segmentation import commands as command_modules
-
-    for module in command_modules.ALL:
+    for module in COMMANDS:
         module.add_parser(commands)
     return parser
 

@@ -1,5 +1,8 @@
-"""Sub-commands of ``pe-seg``; each module has ``add_parser(subparsers)`` that sets ``handler``."""
+"""Sub-commands of ``pe-seg``: each module has ``add_parser(subparsers)``, which sets the ``handler`` that turns
+the parsed flags into a call of the library API (:mod:`pe_segmentation.api`)."""
+
+from __future__ import annotations
 
 from pe_segmentation.commands import convert, data_check, evaluate, infer, info, synth, train
 
-ALL = (synth, info, convert, data_check, train, infer, evaluate)
+__all__ = ["convert", "data_check", "evaluate", "infer", "info", "synth", "train"]

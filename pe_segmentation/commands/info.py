@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from pe_segmentation.errors import PESegError
+from pe_segmentation.errors import EXIT_INPUT, PESegError
 from pe_segmentation.io.dicom_reader import series_geometry
 from pe_segmentation.io.dicom_scan import SeriesInfo, choose_series, scan_dicom_folder
 from pe_segmentation.io.loader import input_kind, load_volume
@@ -121,8 +121,6 @@ def run(args: argparse.Namespace) -> int:
         io_log.setLevel(level)
     print(json.dumps(report, indent=2, default=_json_default) if args.json else format_report(report))
     if "error" in report:
-        from pe_segmentation.errors import EXIT_INPUT
-
         return EXIT_INPUT
     return 0
 

@@ -16,7 +16,7 @@ from monai.bundle import ConfigWorkflow
 from pe_segmentation.bundle import BundleTrainer, CaseInferenceEngine
 from pe_segmentation.cli import main as pe_seg
 from pe_segmentation.config import load_config
-from pe_segmentation.errors import CheckpointError, ConfigError
+from pe_segmentation.errors import CheckpointError, ConfigError, PESegError
 from pe_segmentation.inference import read_bundle_inference
 from pe_segmentation.inference.predictor import Predictor
 from pe_segmentation.runtime.checkpoint import load_checkpoint
@@ -240,3 +240,29 @@ def test_pe_seg_infer_bundle_errors(tmp_path, bundle_copy, capsys):
     (bundle_copy / "models" / "model.pt").unlink()
     with pytest.raises(CheckpointError, match="make bundle-weights"):
         read_bundle_inference(bundle_copy)
+
+
+@pytest.mark.parametrize(
+    ("kind", "configs"),
+    [
+        ("infer", ("inference.yaml",)),
+        ("infer", ("inference.yaml", "evaluate.yaml")),
+        ("train", ("train.yaml",)),
+        ("train", ("train.yaml", "multi_gpu_train.yaml")),
+    ],
+)
+def test_every_config_parses_and_checks_with_no_data(kind, configs, tmp_path):
+    """MONAI Label, the model zoo's CI and other tools parse a bundle before any data exists: initialize() and
+    check_properties() (which builds the dataset, network, inferer and engines) must pass with the default
+    dataset_dir missing, and a run must then say in one line that the data is missing."""
+    missing = tmp_path / "no_data_here"
+    workflow = _workflow(BUNDLE, kind, *configs, dataset_dir=str(missing), output_dir=str(tmp_path / "out"))
+    workflow.initialize()
+    assert workflow.check_properties() == []
+    assert workflow.dataset_dir == str(missing)
+    data = (workflow.dataset if kind == "infer" else workflow.train_dataset).data
+    assert "not yet read" in repr(data)  # nothing was looked up while parsing
+    with pytest.raises(PESegError, match="no_data_here"):
+        len(data)
+    assert not (tmp_path / "out").exists()
+    workflow.finalize()

@@ -28,14 +28,9 @@ def checkpoint(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def run_infer(monkeypatch: pytest.MonkeyPatch) -> Callable[..., int]:
+def run_infer() -> Callable[..., int]:
     """``pe-seg infer ARGS`` through the real CLI front end (exit code, one-line errors)."""
-    from pe_segmentation import commands
     from pe_segmentation.cli import main
-    from pe_segmentation.commands import infer
-
-    if infer not in commands.ALL:  # until the command is registered
-        monkeypatch.setattr(commands, "ALL", (*commands.ALL, infer))
 
     def run(*args: Any) -> int:
         return main(["infer", *[str(a) for a in args]])
