@@ -186,16 +186,29 @@ def infer(
     )
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
-    cases = _cases(input, series_uid)
-    cases, devices, prefix = _share_out(cases, device, workers)
+    cases, devices, prefix = _share_out(_cases(input, series_uid), device, workers)
     if not cases:
         log.info("%sno case for this process", prefix)
         return InferenceRun([], Path(output))
+    return _predict(cases, Path(output), settings, devices, prefix, keep_phi, progress, on_result)
+
+
+def _predict(
+    cases: list[CaseInput],
+    output: Path,
+    settings: InferenceSettings,
+    devices: list[torch.device],
+    prefix: str,
+    keep_phi: bool,
+    progress: bool,
+    on_result: Callable[[CaseResult, int, int], None],
+) -> InferenceRun:
+    """Build the predictor once (a bad checkpoint is one error, not one per case), then run every case on
+    ``devices``: in this process on one device, or one worker process per device."""
     many_workers = len(devices) > 1 and len(cases) > 1
     options = {**settings.predictor, "progress": progress and not many_workers and not prefix}
     spec = PredictorSpec(str(settings.checkpoint), settings.precision, options)
-    # Load the checkpoint here first: a bad checkpoint is one error, not one per case. Worker processes
-    # build their own predictors, so this one then stays on the CPU.
+    # worker processes build their own predictors, so this one then stays on the CPU
     first = spec(torch.device("cpu") if many_workers else devices[0])
     model = {**first.model_info, "sha256": file_sha256(settings.checkpoint)}
     outputs = OutputOptions(
@@ -207,18 +220,12 @@ def infer(
     )
     _log_start(prefix, len(cases), devices, first, settings, many_workers)
     build: Callable[[torch.device], Predictor] = spec if many_workers else (lambda _device: first)
-    results = run_cases(cases, Path(output), build, devices, outputs, model, on_result)
-    run = InferenceRun(results, Path(output), model)
+    results = run_cases(cases, output, build, devices, outputs, model, on_result)
+    run = InferenceRun(results, output, model)
     if len(results) > 1 or run.failed:
         failed = f"; failed: {', '.join(r.name for r in run.failed)}" if run.failed else ""
-        log.info(
-            "%s%d of %d case(s) written to %s%s",
-            prefix,
-            len(results) - len(run.failed),
-            len(results),
-            output,
-            failed,
-        )
+        done = len(results) - len(run.failed)
+        log.info("%s%d of %d case(s) written to %s%s", prefix, done, len(results), output, failed)
     return run
 
 

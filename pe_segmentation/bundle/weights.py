@@ -75,10 +75,15 @@ def export_weights(
             payload[key] = source[key]
     path = save_checkpoint(destination, payload)
     if recipe is not None:
-        header = (
-            "# The pe-seg recipe of models/model.pt (its resolved training config), written with the weights by\n"
-            "# `python -m pe_segmentation.bundle export`; configs/train.yaml retrains it. Edit with care: the\n"
-            "# weights in models/ were trained with exactly these settings.\n"
-        )
-        atomic_write_text(recipe, header + config_to_yaml(config))
+        _write_recipe(recipe, config)
     return path
+
+
+def _write_recipe(path: str | os.PathLike[str], config: Config) -> None:
+    """Write ``config`` as the bundle's recipe YAML (atomically), with a header that says what it is."""
+    header = (
+        "# The pe-seg recipe of models/model.pt (its resolved training config), written with the weights by\n"
+        "# `python -m pe_segmentation.bundle export`; configs/train.yaml retrains it. Edit with care: the\n"
+        "# weights in models/ were trained with exactly these settings.\n"
+    )
+    atomic_write_text(path, header + config_to_yaml(config))

@@ -31,6 +31,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "a training run's curves from its metrics.csv."
         ),
     )
+    _add_input_flags(parser)
+    parser.add_argument("--output", "-o", type=Path, help="folder for the results (created)")
+    _add_scoring_flags(parser)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=run)
+    return parser
+
+
+def _add_input_flags(parser: argparse.ArgumentParser) -> None:
+    """What to score: predictions, labels, probability maps (datalist keys), or a training run."""
     inputs = parser.add_argument_group("inputs")
     inputs.add_argument(
         "--pred", type=Path, help="predicted masks: a folder, a datalist .json or one volume file"
@@ -53,7 +63,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     inputs.add_argument(
         "--strict", action="store_true", help="refuse unpaired predictions or labels instead of warning"
     )
-    parser.add_argument("--output", "-o", type=Path, help="folder for the results (created)")
+
+
+def _add_scoring_flags(parser: argparse.ArgumentParser) -> None:
+    """How to score: the embolus label, surface tolerance, hit rule, FROC candidates, bootstrap."""
     scoring = parser.add_argument_group("scoring")
     scoring.add_argument(
         "--embolus-label",
@@ -93,9 +106,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% CIs (default: 1000)"
     )
     scoring.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(handler=run)
-    return parser
 
 
 def _hit_criterion(args: argparse.Namespace) -> HitCriterion:

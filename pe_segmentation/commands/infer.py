@@ -42,6 +42,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "configs/inference.yaml; flags given here win",
     )
     parser.add_argument("--series-uid", help="for one DICOM input with several series: the series to read")
+    _add_run_flags(parser)
+    _add_output_flags(parser)
+    parser.set_defaults(handler=run_command)
+    return parser
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """Where and how the network runs: device, precision, windows, TTA, workers."""
     run = parser.add_argument_group("where and how the network runs")
     run.add_argument(
         "--device", default="auto", help="auto (CUDA when visible), cpu, cuda (every visible GPU) or cuda:N"
@@ -70,6 +78,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         type=int,
         help="worker processes for many cases (default: one per GPU of --device cuda, else 1)",
     )
+
+
+def _add_output_flags(parser: argparse.ArgumentParser) -> None:
+    """Post-processing (threshold, smallest clot) and the optional outputs."""
     post = parser.add_argument_group("post-processing and outputs")
     post.add_argument(
         "--threshold", type=float, help="embolus probability threshold (default: inference.threshold)"
@@ -89,8 +101,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="keep patient identity: a 'patient' block in report.json and the source's patient/study "
         "attributes in seg.dcm (default: no output names the patient; see docs/reliability.md)",
     )
-    parser.set_defaults(handler=run_command)
-    return parser
 
 
 def run_command(args: argparse.Namespace) -> int:
