@@ -61,7 +61,7 @@ from pe_segmentation.inference.runner import _log_result as log_case_result
 from pe_segmentation.io.atomic import atomic_write_text
 from pe_segmentation.io.volume_files import case_name
 from pe_segmentation.runtime.checkpoint import load_checkpoint, save_checkpoint
-from pe_segmentation.training.trainer import TrainingResult, run_training
+from pe_segmentation.training import TrainingResult, run_training
 
 log = logging.getLogger(__name__)
 

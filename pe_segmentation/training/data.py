@@ -151,8 +151,9 @@ class PatchBatches:
             sampler.set_epoch(self.epoch)
         seed = epoch_seed(self.seed, self.epoch, self.rank)
         transform = getattr(self.loader.dataset, "transform", None)
-        if hasattr(transform, "set_random_state"):
-            transform.set_random_state(seed=seed)  # the transforms of the main process (num_workers = 0)
+        set_random_state = getattr(transform, "set_random_state", None)
+        if set_random_state is not None:
+            set_random_state(seed=seed)  # the transforms of the main process (num_workers = 0)
         generator = self.loader.generator
         if generator is not None:
             generator.manual_seed(seed)  # worker seeds derive from it (MONAI's worker_init_fn)
@@ -194,7 +195,7 @@ def build_train_batches(
     dataset = build_dataset(
         items, transforms, cache=config.data.cache, cache_dir=cache_dir, num_workers=config.data.num_workers
     )
-    sampler = DistributedSampler(
+    sampler: DistributedSampler[int] = DistributedSampler(
         dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=config.training.seed, drop_last=False
     )
     workers = config.data.num_workers

@@ -260,6 +260,6 @@ def test_no_validation_split(make_config):
 def test_cpu_training_keeps_freed_memory_for_reuse(make_config, monkeypatch):
     """A CPU run sets malloc to reuse freed blocks (engine/allocator.py), before its first batch."""
     calls = []
-    monkeypatch.setattr("pe_segmentation.training.trainer.keep_freed_memory", lambda: calls.append(1))
+    monkeypatch.setattr("pe_segmentation.training.launch.keep_freed_memory", lambda: calls.append(1))
     run_training(make_config("training.epochs=1", run="allocator"), progress=False)
     assert calls == [1]
