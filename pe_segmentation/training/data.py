@@ -38,6 +38,8 @@ from pe_segmentation.data.datasets import (
 )
 from pe_segmentation.data.transforms import build_train_transforms, build_val_transforms
 from pe_segmentation.errors import ConfigError
+from pe_segmentation.io.volume import check_same_geometry
+from pe_segmentation.io.volume_files import is_volume_file, read_volume_header
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +88,6 @@ def check_label_grids(items: Sequence[Mapping[str, str]]) -> None:
     Raises:
         InputDataError: one line naming both files and how their grids differ.
     """
-    from pe_segmentation.io.volume import check_same_geometry
-    from pe_segmentation.io.volume_files import is_volume_file, read_volume_header
-
     for item in items:
         image, label = item.get("image"), item.get("label")
         if not image or not label or not is_volume_file(image) or Path(image).is_dir():
