@@ -33,16 +33,15 @@ from ignite.engine import Events
 
 from pe_segmentation.config import Config
 from pe_segmentation.data.phantom import PhantomSettings, generate_dataset
+from pe_segmentation.runtime import resolve_precision, select_device
 from pe_segmentation.runtime.allocator import keep_freed_memory
 from pe_segmentation.training import (
     build_loss_function,
     build_model,
     build_optimizer,
-    resolve_precision,
     run_training,
-    select_device,
+    seed_everything,
 )
-from pe_segmentation.training.trainer import seed_everything
 
 
 class IterationTimer:

@@ -71,7 +71,7 @@ def package_versions() -> dict[str, str]:
 
 def get_rng_state() -> dict[str, Any]:
     """This process's RNG states (torch CPU and CUDA, NumPy, Python) as tensors and plain numbers."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     version, internal, gauss_next = random.getstate()
     return {
         "torch": torch.get_rng_state(),

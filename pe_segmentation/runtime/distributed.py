@@ -9,7 +9,7 @@ Two ways in:
   with ``torch.multiprocessing`` on a free local port, and returns rank 0's result.
 
 The backend is NCCL when the processes use CUDA and gloo otherwise (which is how DDP is tested on CPUs).
-Only rank 0 writes logs, metrics, TensorBoard events and checkpoints; see :mod:`pe_segmentation.training.trainer`
+Only rank 0 writes logs, metrics, TensorBoard events and checkpoints; see :mod:`pe_segmentation.training.run`
 for how data and metrics are shared out.
 """
 

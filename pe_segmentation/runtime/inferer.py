@@ -50,7 +50,7 @@ def build_inferer(
         raise ValueError(f"sw_batch_size must be >= 1, got {sw_batch_size}")
     if len(roi) != config.patch.spatial_dims or any(int(r) < 1 for r in roi):
         raise ValueError(f"roi_size must be {config.patch.spatial_dims} positive integers, got {list(roi)}")
-    common = {
+    common: dict[str, Any] = {
         "roi_size": roi,
         "sw_batch_size": sw_batch_size,
         "overlap": overlap,

@@ -9,27 +9,34 @@ Train a run (what ``pe-seg train`` and :func:`pe_segmentation.train` call)::
     result = run_training(load_config("configs/unet.yaml", ["data.path=phantoms"]))
     print(result.best_dice, result.best_checkpoint)
 
-See :mod:`pe_segmentation.training.trainer` for the run folder layout, resume and reproducibility, and
+See :mod:`pe_segmentation.training.run` for the run folder layout, resume and reproducibility, and
 :mod:`pe_segmentation.runtime.distributed` for the processes of a multi-GPU run.
+
+Modules: :mod:`~pe_segmentation.training.launch` (:func:`run_training`, :func:`train_distributed`),
+:mod:`~pe_segmentation.training.run` (one process's run), :mod:`~pe_segmentation.training.builders` (network,
+loss, optimizer), :mod:`~pe_segmentation.training.engines` (trainer and evaluator),
+:mod:`~pe_segmentation.training.handlers`, :mod:`~pe_segmentation.training.data` and
+:mod:`~pe_segmentation.training.run_data` (cases, split, loaders), :mod:`~pe_segmentation.training.resume`,
+:mod:`~pe_segmentation.training.run_folder`, :mod:`~pe_segmentation.training.run_logging`,
+:mod:`~pe_segmentation.training.metrics`, :mod:`~pe_segmentation.training.schedule` and
+:mod:`~pe_segmentation.training.curves`.
 """
 
 from __future__ import annotations
 
-from pe_segmentation.training.metrics import METRIC_NAMES, VAL_METRICS, foreground_metrics
-from pe_segmentation.training.run_folder import ensure_new_run_folder, removed_if_refused
-from pe_segmentation.training.schedule import WarmupDecayLR, build_scheduler, lr_at
-from pe_segmentation.training.trainer import (
-    TrainingResult,
-    build_evaluator,
+from pe_segmentation.training.builders import (
     build_loss_function,
     build_model,
     build_optimizer,
-    build_trainer,
-    resume_config,
-    run_training,
     seed_everything,
-    train_distributed,
 )
+from pe_segmentation.training.engines import build_evaluator, build_trainer
+from pe_segmentation.training.launch import run_training, train_distributed
+from pe_segmentation.training.metrics import METRIC_NAMES, VAL_METRICS, foreground_metrics
+from pe_segmentation.training.resume import resume_config
+from pe_segmentation.training.run import TrainingResult
+from pe_segmentation.training.run_folder import ensure_new_run_folder, removed_if_refused
+from pe_segmentation.training.schedule import WarmupDecayLR, build_scheduler, lr_at
 
 __all__ = [
     "METRIC_NAMES",

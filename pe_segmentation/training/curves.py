@@ -116,13 +116,7 @@ def plot_training_curves(csv_path: str | os.PathLike[str], png_path: str | os.Pa
     """
     plt = pyplot()
     columns = metric_columns(csv_path)
-    n_rows = max((len(v) for v in columns.values()), default=0)
-    x, x_label = np.arange(1, n_rows + 1, dtype=np.float64), "row"
-    epoch, iteration = columns.get("epoch"), columns.get("iteration")
-    if epoch is not None and np.isfinite(epoch).all() and len(np.unique(epoch)) == n_rows:
-        x, x_label = epoch, "epoch"
-    elif iteration is not None and np.isfinite(iteration).all() and n_rows:
-        x, x_label = iteration, "iteration"
+    x, x_label = _x_axis(columns)
     val_names = [n for n in columns if n.startswith("val_") and np.isfinite(columns[n]).any()]
     panels = [
         ("training loss", ["train_loss"], False),
@@ -133,38 +127,57 @@ def plot_training_curves(csv_path: str | os.PathLike[str], png_path: str | os.Pa
     for axis, (title, names, log_scale) in zip(axes, panels, strict=True):
         axis.set_title(title, fontsize=10)
         axis.set_xlabel(x_label)
-        drawn = False
-        for name in names:
-            values = columns.get(name)
-            if values is None:
-                continue
-            keep = np.isfinite(values)
-            if not keep.any():
-                continue
-            axis.plot(
-                x[keep], values[keep], marker="o" if keep.sum() < 30 else None, markersize=3, label=name
-            )
-            drawn = True
-            if name == "val_dice":
-                best = int(np.nanargmax(np.where(keep, values, -np.inf)))
-                axis.annotate(
-                    f"best {values[best]:.3f}",
-                    (x[best], values[best]),
-                    textcoords="offset points",
-                    xytext=(0, 6),
-                    fontsize=8,
-                    ha="center",
-                )
-        if not drawn:
-            axis.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=axis.transAxes)
-            continue
-        if log_scale and np.nanmin(np.concatenate([columns[n] for n in names if n in columns])) > 0:
-            axis.set_yscale("log")
-        if title == "validation":
-            axis.set_ylim(-0.02, 1.02)
-        axis.grid(alpha=0.3)
-        if len(names) > 1 or title == "validation":
-            axis.legend(fontsize=7)
+        _draw_panel(axis, title, names, log_scale, x, columns)
     figure.suptitle(f"training curves: {Path(csv_path).parent.name or Path(csv_path).name}", fontsize=11)
     figure.tight_layout()
     return save_figure(figure, png_path)
+
+
+def _x_axis(columns: dict[str, np.ndarray]) -> tuple[np.ndarray, str]:
+    """The x values of the curves and their label: the epoch, or the iteration when several rows share an
+    epoch, or the row number."""
+    n_rows = max((len(v) for v in columns.values()), default=0)
+    x, x_label = np.arange(1, n_rows + 1, dtype=np.float64), "row"
+    epoch, iteration = columns.get("epoch"), columns.get("iteration")
+    if epoch is not None and np.isfinite(epoch).all() and len(np.unique(epoch)) == n_rows:
+        x, x_label = epoch, "epoch"
+    elif iteration is not None and np.isfinite(iteration).all() and n_rows:
+        x, x_label = iteration, "iteration"
+    return x, x_label
+
+
+def _draw_panel(
+    axis: Any, title: str, names: list[str], log_scale: bool, x: np.ndarray, columns: dict[str, np.ndarray]
+) -> None:
+    """Draw the columns ``names`` (their finite values) in one panel, the best ``val_dice`` annotated; a panel
+    without any says "no data yet"."""
+    drawn = False
+    for name in names:
+        values = columns.get(name)
+        if values is None:
+            continue
+        keep = np.isfinite(values)
+        if not keep.any():
+            continue
+        axis.plot(x[keep], values[keep], marker="o" if keep.sum() < 30 else None, markersize=3, label=name)
+        drawn = True
+        if name == "val_dice":
+            best = int(np.nanargmax(np.where(keep, values, -np.inf)))
+            axis.annotate(
+                f"best {values[best]:.3f}",
+                (x[best], values[best]),
+                textcoords="offset points",
+                xytext=(0, 6),
+                fontsize=8,
+                ha="center",
+            )
+    if not drawn:
+        axis.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=axis.transAxes)
+        return
+    if log_scale and np.nanmin(np.concatenate([columns[n] for n in names if n in columns])) > 0:
+        axis.set_yscale("log")
+    if title == "validation":
+        axis.set_ylim(-0.02, 1.02)
+    axis.grid(alpha=0.3)
+    if len(names) > 1 or title == "validation":
+        axis.legend(fontsize=7)

@@ -38,6 +38,8 @@ from pe_segmentation.data.datasets import (
 )
 from pe_segmentation.data.transforms import build_train_transforms, build_val_transforms
 from pe_segmentation.errors import ConfigError
+from pe_segmentation.io.volume import check_same_geometry
+from pe_segmentation.io.volume_files import is_volume_file, read_volume_header
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +88,6 @@ def check_label_grids(items: Sequence[Mapping[str, str]]) -> None:
     Raises:
         InputDataError: one line naming both files and how their grids differ.
     """
-    from pe_segmentation.io.volume import check_same_geometry
-    from pe_segmentation.io.volume_files import is_volume_file, read_volume_header
-
     for item in items:
         image, label = item.get("image"), item.get("label")
         if not image or not label or not is_volume_file(image) or Path(image).is_dir():
@@ -151,8 +150,9 @@ class PatchBatches:
             sampler.set_epoch(self.epoch)
         seed = epoch_seed(self.seed, self.epoch, self.rank)
         transform = getattr(self.loader.dataset, "transform", None)
-        if hasattr(transform, "set_random_state"):
-            transform.set_random_state(seed=seed)  # the transforms of the main process (num_workers = 0)
+        set_random_state = getattr(transform, "set_random_state", None)
+        if set_random_state is not None:
+            set_random_state(seed=seed)  # the transforms of the main process (num_workers = 0)
         generator = self.loader.generator
         if generator is not None:
             generator.manual_seed(seed)  # worker seeds derive from it (MONAI's worker_init_fn)
@@ -194,7 +194,7 @@ def build_train_batches(
     dataset = build_dataset(
         items, transforms, cache=config.data.cache, cache_dir=cache_dir, num_workers=config.data.num_workers
     )
-    sampler = DistributedSampler(
+    sampler: DistributedSampler[int] = DistributedSampler(
         dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=config.training.seed, drop_last=False
     )
     workers = config.data.num_workers

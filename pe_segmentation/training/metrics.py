@@ -16,7 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from monai.handlers import ConfusionMatrix, IgniteMetricHandler, MeanDice, MeanIoUHandler
+from ignite.metrics import Metric
+from monai.handlers import ConfusionMatrix, MeanDice, MeanIoUHandler
 from monai.handlers.utils import from_engine
 from monai.transforms import Activationsd, AsDiscreted, Compose
 
@@ -49,16 +50,14 @@ def _include_background(out_channels: int) -> bool:
     return out_channels < 2
 
 
-def metric_handlers(
-    out_channels: int,
-) -> tuple[dict[str, IgniteMetricHandler], dict[str, IgniteMetricHandler]]:
+def metric_handlers(out_channels: int) -> tuple[dict[str, Metric], dict[str, Metric]]:
     """``(key_metric, additional_metrics)`` for a MONAI ``SupervisedEvaluator``, named as :data:`VAL_METRICS`."""
     background = _include_background(out_channels)
     transform = from_engine(["pred", "label"])
-    key = {
+    key: dict[str, Metric] = {
         "val_dice": MeanDice(include_background=background, output_transform=transform, save_details=False)
     }
-    extra: dict[str, IgniteMetricHandler] = {
+    extra: dict[str, Metric] = {
         "val_iou": MeanIoUHandler(
             include_background=background, output_transform=transform, save_details=False
         )

@@ -126,8 +126,10 @@ class WarmupDecayLR(LRScheduler):
             poly_power=self.poly_power,
         )
 
-    def get_lr(self) -> list[float]:  # closed form of the iteration counter: no drift, exact on resume
-        return [self.lr_for(self.last_epoch, base) for base in self.base_lrs]
+    def get_lr(
+        self,
+    ) -> list[float | torch.Tensor]:  # closed form of the iteration counter: no drift, exact on resume
+        return [self.lr_for(self.last_epoch, float(base)) for base in self.base_lrs]
 
     #: Settings of the curve, which come from the run's config rather than from a saved state.
     CURVE_KEYS = (

@@ -20,7 +20,7 @@ import yaml
 from pe_segmentation.runtime import load_checkpoint
 from pe_segmentation.training import run_training
 
-from .helpers import Crash
+from .helpers import LEARNS_THE_TOY_SET, Crash
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -64,17 +64,7 @@ def test_bf16_training_on_cuda_has_no_scaler(make_config):
     if not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bf16")
     result = run_training(
-        make_config(
-            "training.device=cuda",
-            "training.precision=bf16",
-            "training.epochs=5",
-            "patch.samples_per_volume=4",
-            "training.batch_size=4",
-            "schedule.warmup_epochs=0",
-            "schedule.decay=constant",
-            "validation.every=5",
-            run="bf16",
-        ),
+        make_config("training.device=cuda", "training.precision=bf16", *LEARNS_THE_TOY_SET, run="bf16"),
         progress=False,
     )
     assert load_checkpoint(result.last_checkpoint)["scaler"] is None

@@ -16,7 +16,7 @@ from pe_segmentation.runtime import load_checkpoint
 from pe_segmentation.training import lr_at, run_training
 from pe_segmentation.training.curves import CSV_COLUMNS
 
-from .helpers import Crash
+from .helpers import LEARNS_THE_TOY_SET, Crash
 
 # three epochs, validation at epochs 2 and 3 (every 2, and always after the last), augmentation on
 REFERENCE = (
@@ -124,14 +124,7 @@ def test_learning_rate_warms_up_from_a_tenth_per_iteration(reference_run):
 
 
 def test_loss_decreases_on_a_learnable_toy_set(make_config):
-    config = make_config(
-        "training.epochs=5",
-        "patch.samples_per_volume=4",
-        "training.batch_size=4",
-        "schedule.warmup_epochs=0",
-        "schedule.decay=constant",
-        "validation.every=5",
-    )
+    config = make_config(*LEARNS_THE_TOY_SET)
     result = run_training(config, progress=False)
     losses = [float(r["train_loss"]) for r in _rows(result.metrics_csv)]
     assert losses[-1] < 0.85 * losses[0], losses
@@ -260,6 +253,6 @@ def test_no_validation_split(make_config):
 def test_cpu_training_keeps_freed_memory_for_reuse(make_config, monkeypatch):
     """A CPU run sets malloc to reuse freed blocks (engine/allocator.py), before its first batch."""
     calls = []
-    monkeypatch.setattr("pe_segmentation.training.trainer.keep_freed_memory", lambda: calls.append(1))
+    monkeypatch.setattr("pe_segmentation.training.launch.keep_freed_memory", lambda: calls.append(1))
     run_training(make_config("training.epochs=1", run="allocator"), progress=False)
     assert calls == [1]

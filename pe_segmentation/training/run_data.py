@@ -1,0 +1,91 @@
+"""The data of one process of a run: the cases of ``config.data``, their train/validation split (kept as
+``split.json`` in the run folder) and this process's share of them (:func:`load_run_data`).
+
+The split is made once, by rank 0, and read back by the other ranks, so every process of a DDP run splits the
+cases alike; a resumed or repeated run reuses it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from monai.data import DataLoader
+
+from pe_segmentation.config import Config
+from pe_segmentation.data.splits import Split, get_or_create_split, load_split
+from pe_segmentation.errors import ConfigError
+from pe_segmentation.io.atomic import atomic_write_text
+from pe_segmentation.runtime import distributed as ddp
+from pe_segmentation.training.data import PatchBatches, build_train_batches, build_val_loader, load_cases
+
+log = logging.getLogger("pe_segmentation.training")
+
+
+@dataclass(frozen=True)
+class RunData:
+    """What one process trains and validates on.
+
+    Attributes:
+        train_data: the training patch batches of this process.
+        val_loader: its whole validation volumes, ``None`` without validation cases.
+    """
+
+    train_data: PatchBatches
+    val_loader: DataLoader | None
+
+
+def load_run_data(
+    config: Config, run_dir: Path, context: ddp.DistributedContext, pin_memory: bool
+) -> RunData:
+    """Load the cases, split them (:func:`_split`) and build this process's training batches and validation
+    loader (disk cache and converted FUMPE masks under ``<run_dir>/cache``).
+
+    Raises:
+        ConfigError: no data path, or no training case left after the split.
+        InputDataError: unreadable cases.
+    """
+    cache_dir = run_dir / "cache"
+    items = load_cases(config.data, cache_dir)
+    split = _split(config, items, run_dir, context)
+    train_items, val_items = split.select(items) if split is not None else (items, [])
+    if not train_items:
+        raise ConfigError("no training cases left after the train/validation split")
+    rank, world_size = context.rank, context.world_size
+    train_data = build_train_batches(config, train_items, cache_dir, rank, world_size, pin_memory)
+    val_loader = (
+        build_val_loader(config, val_items, cache_dir, rank, world_size, pin_memory) if val_items else None
+    )
+    log.info(
+        "%d training / %d validation cases; %d iterations per epoch of %d patches",
+        len(train_items),
+        len(val_items),
+        len(train_data),
+        config.training.batch_size,
+    )
+    return RunData(train_data, val_loader)
+
+
+def _split(
+    config: Config, items: list[dict[str, str]], run_dir: Path, context: ddp.DistributedContext
+) -> Split | None:
+    """The train/validation split of the run (``None``: ``data.val_fraction`` 0, all cases train).
+
+    Rank 0 reads ``data.split_file`` (or the run's ``split.json``) or creates it, seeded with ``training.seed``;
+    the other ranks wait for it and read it; a ``data.split_file`` is copied to the run's ``split.json``.
+    """
+    if config.data.val_fraction == 0:
+        log.warning(
+            "data.val_fraction is 0: training on all %d cases without validation (no best.pt)", len(items)
+        )
+        return None
+    path = Path(config.data.split_file).expanduser() if config.data.split_file else run_dir / "split.json"
+    if context.is_main:
+        split = get_or_create_split(path, items, config.data.val_fraction, config.training.seed)
+    ddp.barrier()
+    if not context.is_main:
+        split = load_split(path)
+    if context.is_main and path != run_dir / "split.json":
+        atomic_write_text(run_dir / "split.json", path.read_text(encoding="utf-8"))
+    return split
