@@ -603,7 +603,7 @@ class EvaluationHandler:
         nsd_tolerance_mm: float = 2.0,
         seed: int = 0,
     ) -> None:
-        from pe_segmentation.evaluation.runner import EvaluationSettings
+        from pe_segmentation.evaluation.settings import EvaluationSettings
 
         self.output_dir = Path(output_dir)
         self.settings = EvaluationSettings(

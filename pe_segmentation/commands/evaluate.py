@@ -194,8 +194,7 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise ConfigError(f"evaluate needs {', '.join(missing)} (or --run RUN_DIR to redraw training curves)")
 
-    from pe_segmentation.evaluation.matching import match_cases
-    from pe_segmentation.evaluation.runner import EvaluationSettings, evaluate_cases
+    from pe_segmentation.evaluation import EvaluationSettings, evaluate_cases, match_cases
 
     settings = EvaluationSettings(
         nsd_tolerance_mm=args.nsd_tolerance,
