@@ -28,14 +28,9 @@ from pe_segmentation.evaluation.detection import (
 from pe_segmentation.evaluation.matching import CaseMatching, CasePair, collect_cases, match_cases
 from pe_segmentation.evaluation.plots import plot_froc, plot_metric_boxes
 from pe_segmentation.evaluation.report import render_report, write_report
-from pe_segmentation.evaluation.runner import (
-    CaseEvaluation,
-    EvaluationResult,
-    EvaluationSettings,
-    embolus_mask,
-    evaluate_case,
-    evaluate_cases,
-)
+from pe_segmentation.evaluation.runner import EvaluationResult, evaluate_cases
+from pe_segmentation.evaluation.scoring import CaseEvaluation, embolus_mask, evaluate_case
+from pe_segmentation.evaluation.settings import EvaluationSettings
 from pe_segmentation.evaluation.summary import bootstrap_ci, describe
 from pe_segmentation.evaluation.voxel_metrics import (
     VOXEL_METRICS,

@@ -274,7 +274,7 @@ def froc_candidates(
     embolus_scores = (
         np.where(hits, scores[None, :], -np.inf).max(axis=1) if n_cand else np.full(n_label, -np.inf)
     )
-    return CaseCandidates(scores, ~hits.any(axis=0), embolus_scores)
+    return CaseCandidates(scores, np.asarray(~hits.any(axis=0)), embolus_scores)
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,25 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from pe_segmentation.visualization import pyplot, save_figure
 
+#: FP rate 0 cannot sit on a log axis: such points of the FROC are drawn at this left edge.
+_FP_FLOOR = 0.1
+#: Metrics in [0, 1], drawn on a fixed 0..1 axis.
+_UNIT_METRICS = (
+    "dice",
+    "iou",
+    "sensitivity",
+    "specificity",
+    "precision",
+    "accuracy",
+    "nsd",
+    "embolus_sensitivity",
+)
 #: Axis titles of the per-case metrics.
 METRIC_TITLES = {
     "dice": "Dice",
@@ -63,16 +77,7 @@ def plot_metric_boxes(
         else:
             axis.text(0.5, 0.5, "no defined values", ha="center", va="center", transform=axis.transAxes)
         axis.set_xticks([])
-        if name in (
-            "dice",
-            "iou",
-            "sensitivity",
-            "specificity",
-            "precision",
-            "accuracy",
-            "nsd",
-            "embolus_sensitivity",
-        ):
+        if name in _UNIT_METRICS:
             axis.set_ylim(-0.03, 1.03)
         axis.grid(axis="y", alpha=0.3)
     if title:
@@ -82,11 +87,11 @@ def plot_metric_boxes(
 
 
 def plot_froc(
-    fp_per_scan: Sequence[float],
-    sensitivity: Sequence[float],
+    fp_per_scan: Sequence[float] | np.ndarray,
+    sensitivity: Sequence[float] | np.ndarray,
     path: str | os.PathLike[str],
     fp_rates: Sequence[float] = (),
-    sensitivities_at: Sequence[float] = (),
+    sensitivities_at: Sequence[float] | np.ndarray = (),
     operating_point: tuple[float, float] | None = None,
     title: str = "FROC",
 ) -> Path:
@@ -105,12 +110,10 @@ def plot_froc(
     fps = np.asarray(fp_per_scan, dtype=np.float64)
     sens = np.asarray(sensitivity, dtype=np.float64)
     figure, axis = plt.subplots(figsize=(6, 4.5))
-    floor = 0.1  # FP rate 0 cannot sit on a log axis: such points are drawn at the left edge
     upper = max([8.0, *fps.tolist(), *(list(fp_rates) or [1.0])]) * 1.6
-    shown_fps = np.maximum(fps, floor)
     if fps.size:
         axis.step(
-            np.append(shown_fps, upper),
+            np.append(np.maximum(fps, _FP_FLOOR), upper),
             np.append(sens, sens[-1]),
             where="post",
             color="tab:blue",
@@ -124,15 +127,23 @@ def plot_froc(
             )
     if operating_point is not None and all(math.isfinite(v) for v in operating_point):
         axis.plot(
-            [max(operating_point[0], floor)],
+            [max(operating_point[0], _FP_FLOOR)],
             [operating_point[1]],
             "*",
             markersize=12,
             color="tab:red",
             label="binary mask",
         )
+    _froc_axes(axis, upper, title)
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
+def _froc_axes(axis: Any, upper: float, title: str) -> None:
+    """Log FP axis from :data:`_FP_FLOOR` to ``upper`` with plain-number ticks, sensitivity from 0 to 1, labels,
+    grid, legend and title."""
     axis.set_xscale("log")
-    axis.set_xlim(floor, upper)
+    axis.set_xlim(_FP_FLOOR, upper)
     ticks = [t for t in (0.125, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128) if t <= upper]
     axis.set_xticks(ticks, [f"{t:g}" for t in ticks])
     axis.minorticks_off()
@@ -142,5 +153,3 @@ def plot_froc(
     axis.grid(alpha=0.3, which="both")
     axis.legend(loc="lower right", fontsize=8)
     axis.set_title(title, fontsize=10)
-    figure.tight_layout()
-    return save_figure(figure, path)

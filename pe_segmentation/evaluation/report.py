@@ -49,7 +49,24 @@ def _voxel_table(voxel: Mapping[str, Any]) -> list[str]:
 
 def render_report(summary: Mapping[str, Any], problems: Sequence[str] = ()) -> str:
     """The report's Markdown from a JSON-ready summary (see ``summary.json``)."""
-    cases, settings, files = summary["cases"], summary["settings"], summary.get("files", {})
+    files = summary.get("files", {})
+    lines = [
+        *_introduction(summary, problems),
+        *_voxel_section(summary, files),
+        *_negative_section(summary["cases_without_emboli"]),
+        *_detection_section(summary["detection"]),
+    ]
+    froc = summary.get("froc")
+    if froc:
+        lines += _froc_section(froc, files)
+    lines += _files_section(files)
+    lines += _conventions_section(summary["settings"])
+    return "\n".join(lines) + "\n"
+
+
+def _introduction(summary: Mapping[str, Any], problems: Sequence[str]) -> list[str]:
+    """Title, what was evaluated, and the unpaired files (which a reader must know were left out)."""
+    cases = summary["cases"]
     lines = [
         "# PE segmentation evaluation",
         "",
@@ -58,7 +75,13 @@ def render_report(summary: Mapping[str, Any], problems: Sequence[str] = ()) -> s
     ]
     if problems:
         lines += ["", "**Unpaired files** (not evaluated):", *[f"- {p}" for p in problems]]
-    lines += [
+    return lines
+
+
+def _voxel_section(summary: Mapping[str, Any], files: Mapping[str, str]) -> list[str]:
+    """The voxel metrics over scans with emboli, with how they were computed, and the box plots."""
+    cases, settings = summary["cases"], summary["settings"]
+    lines = [
         "",
         f"## Voxel metrics ({cases['with_emboli']} scans with emboli)",
         "",
@@ -70,18 +93,28 @@ def render_report(summary: Mapping[str, Any], problems: Sequence[str] = ()) -> s
     ]
     if "boxplots" in files:
         lines += ["", f"![per-case metrics]({files['boxplots']})"]
-    negative = summary["cases_without_emboli"]
-    if negative["cases"]:
-        volume = negative["false_positive_volume_ml"]
-        lines += [
-            "",
-            "## Scans without emboli",
-            "",
-            f"{negative['with_predicted_voxels']} of {negative['cases']} got predicted embolus voxels "
-            f"(mean {_number(volume['mean'])} mL, max {_number(volume['max'])} mL).",
-        ]
-    detection = summary["detection"]
-    lines += [
+    return lines
+
+
+def _negative_section(negative: Mapping[str, Any]) -> list[str]:
+    """How much was predicted on scans without emboli (nothing when there are none)."""
+    if not negative["cases"]:
+        return []
+    volume = negative["false_positive_volume_ml"]
+    return [
+        "",
+        "## Scans without emboli",
+        "",
+        f"{negative['with_predicted_voxels']} of {negative['cases']} got predicted embolus voxels "
+        f"(mean {_number(volume['mean'])} mL, max {_number(volume['max'])} mL).",
+    ]
+
+
+def _detection_section(detection: Mapping[str, Any]) -> list[str]:
+    """Per-embolus detection: the hit rule, pooled sensitivity and false positives, and sensitivity by size."""
+    sens_low, sens_high = detection["sensitivity_ci95"]
+    fp_low, fp_high = detection["fp_per_scan_ci95"]
+    return [
         "",
         "## Per-embolus detection",
         "",
@@ -91,8 +124,8 @@ def render_report(summary: Mapping[str, Any], problems: Sequence[str] = ()) -> s
         "| emboli | detected | sensitivity (95% CI) | false positives | FP per scan (95% CI) |",
         "| ---: | ---: | --- | ---: | --- |",
         f"| {detection['emboli']} | {detection['detected']} | {_percent(detection['sensitivity'])} "
-        f"({_interval(*detection['sensitivity_ci95'], percent=True)}) | {detection['false_positives']} | "
-        f"{_number(detection['fp_per_scan'], 2)} ({_interval(*detection['fp_per_scan_ci95'], digits=2)}) |",
+        f"({_interval(sens_low, sens_high, percent=True)}) | {detection['false_positives']} | "
+        f"{_number(detection['fp_per_scan'], 2)} ({_interval(fp_low, fp_high, digits=2)}) |",
         "",
         "| size class | emboli | detected | sensitivity |",
         "| --- | ---: | ---: | ---: |",
@@ -101,48 +134,71 @@ def render_report(summary: Mapping[str, Any], problems: Sequence[str] = ()) -> s
             for size, info in detection["by_size"].items()
         ],
     ]
-    froc = summary.get("froc")
-    if froc:
-        rates = froc["fp_rates"]
+
+
+def _froc_section(froc: Mapping[str, Any], files: Mapping[str, str]) -> list[str]:
+    """The FROC readings at fixed FP rates with their intervals, where the curve ends, and its figure."""
+    rates = froc["fp_rates"]
+    reading = (
+        "best operating point with at most that many FP per scan"
+        if froc["interpolation"] == "step"
+        else "linear between operating points"
+    )
+    lines = [
+        "",
+        "## FROC",
+        "",
+        f"Candidates: 26-connected components of probability >= {froc['min_probability']:g}, scored by their "
+        f"maximum probability. Sensitivity at each rate: {froc['interpolation']} reading of the curve "
+        f"({reading}).",
+        "",
+        "| FP per scan | " + " | ".join(f"{r:g}" for r in rates) + " | mean |",
+        "| --- |" + " ---: |" * (len(rates) + 1),
+        "| sensitivity | "
+        + " | ".join(_percent(s) for s in froc["sensitivity"])
+        + f" | {_percent(froc['mean_sensitivity'])} |",
+        "| 95% CI | "
+        + " | ".join(
+            _interval(lo, hi, percent=True)
+            for lo, hi in zip(froc["ci95_low"], froc["ci95_high"], strict=True)
+        )
+        + " | |",
+    ]
+    if froc["max_fp_per_scan"] < max(rates):
         lines += [
             "",
-            "## FROC",
-            "",
-            f"Candidates: 26-connected components of probability >= {froc['min_probability']:g}, scored by their "
-            f"maximum probability. Sensitivity at each rate: {froc['interpolation']} reading of the curve "
-            f"({'best operating point with at most that many FP per scan' if froc['interpolation'] == 'step' else 'linear between operating points'}).",
-            "",
-            "| FP per scan | " + " | ".join(f"{r:g}" for r in rates) + " | mean |",
-            "| --- |" + " ---: |" * (len(rates) + 1),
-            "| sensitivity | "
-            + " | ".join(_percent(s) for s in froc["sensitivity"])
-            + f" | {_percent(froc['mean_sensitivity'])} |",
-            "| 95% CI | "
-            + " | ".join(
-                _interval(lo, hi, percent=True)
-                for lo, hi in zip(froc["ci95_low"], froc["ci95_high"], strict=True)
-            )
-            + " | |",
+            f"The curve ends at {froc['max_fp_per_scan']:.2f} FP per scan (candidates below "
+            f"{froc['min_probability']:g} are not considered); higher rates repeat its last sensitivity.",
         ]
-        if froc["max_fp_per_scan"] < max(rates):
-            lines += [
-                "",
-                f"The curve ends at {froc['max_fp_per_scan']:.2f} FP per scan (candidates below "
-                f"{froc['min_probability']:g} are not considered); higher rates repeat its last sensitivity.",
-            ]
-        if "froc_png" in files:
-            lines += ["", f"![FROC]({files['froc_png']})"]
-    links = {
-        "per_case": "per-case metrics (CSV)",
-        "emboli": "one row per reference embolus (CSV)",
-        "summary": "all statistics (JSON)",
-        "boxplots": "box plots (PNG)",
-        "froc_csv": "FROC operating points (CSV)",
-        "froc_png": "FROC curve (PNG)",
-    }
-    lines += ["", "## Files", ""]
-    lines += [f"- [{files[key]}]({files[key]}): {text}" for key, text in links.items() if key in files]
-    lines += [
+    if "froc_png" in files:
+        lines += ["", f"![FROC]({files['froc_png']})"]
+    return lines
+
+
+#: The outputs the report links to, in this order, with what each holds.
+_FILE_LINKS = {
+    "per_case": "per-case metrics (CSV)",
+    "emboli": "one row per reference embolus (CSV)",
+    "summary": "all statistics (JSON)",
+    "boxplots": "box plots (PNG)",
+    "froc_csv": "FROC operating points (CSV)",
+    "froc_png": "FROC curve (PNG)",
+}
+
+
+def _files_section(files: Mapping[str, str]) -> list[str]:
+    """Relative links to the evaluation's other outputs."""
+    return [
+        "",
+        "## Files",
+        "",
+        *[f"- [{files[key]}]({files[key]}): {text}" for key, text in _FILE_LINKS.items() if key in files],
+    ]
+
+
+def _conventions_section(settings: Mapping[str, Any]) -> list[str]:
+    """What counts as embolus, and how undefined values and surface distances are handled."""
+    return [
         "",
         "## Conventions",
         "",
@@ -156,7 +212,6 @@ def render_report(summary: Mapping[str, Any], problems: Sequence[str] = ()) -> s
         "both directed surface distances; NSD: MONAI's normalised surface Dice.",
         "- Voxel statistics use scans with emboli only; false positives per scan use every scan.",
     ]
-    return "\n".join(lines) + "\n"
 
 
 def write_report(

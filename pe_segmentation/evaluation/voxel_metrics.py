@@ -67,7 +67,7 @@ def _check_masks(pred: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.nd
     return pred.astype(bool, copy=False), label.astype(bool, copy=False)
 
 
-def _check_spacing(spacing: Sequence[float], ndim: int) -> list[float]:
+def _check_spacing(spacing: Sequence[float] | np.ndarray, ndim: int) -> list[float]:
     values = [float(s) for s in spacing]
     if len(values) != ndim:
         raise ValueError(f"spacing needs one value per axis ({ndim}), got {values}")
@@ -116,7 +116,7 @@ def _crop_to_union(pred: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def surface_metrics(
-    pred: np.ndarray, label: np.ndarray, spacing: Sequence[float], tolerance_mm: float = 2.0
+    pred: np.ndarray, label: np.ndarray, spacing: Sequence[float] | np.ndarray, tolerance_mm: float = 2.0
 ) -> dict[str, float]:
     """HD95 and ASSD in mm, and the normalised surface Dice at ``tolerance_mm``, through MONAI.
 
@@ -159,7 +159,7 @@ def surface_metrics(
 
 
 def voxel_metrics(
-    pred: np.ndarray, label: np.ndarray, spacing: Sequence[float], tolerance_mm: float = 2.0
+    pred: np.ndarray, label: np.ndarray, spacing: Sequence[float] | np.ndarray, tolerance_mm: float = 2.0
 ) -> dict[str, float | int]:
     """Every voxel metric of one case, plus the confusion counts (``tp``, ``fp``, ``fn``, ``tn``).
 

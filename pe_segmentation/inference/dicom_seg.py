@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pydicom
@@ -28,6 +29,9 @@ from pe_segmentation.errors import InputDataError, OutputError
 from pe_segmentation.io.atomic import atomic_output
 from pe_segmentation.io.volume import Volume
 from pe_segmentation.versions import __version__
+
+if TYPE_CHECKING:  # highdicom takes about a second to import: only write_dicom_seg imports it when it runs
+    import highdicom as hd
 
 #: The SEG's SeriesNumber is the source's plus this (1000 when the source has none).
 SEG_SERIES_NUMBER_OFFSET = 1000
@@ -83,10 +87,16 @@ def _attach_only(header: pydicom.Dataset) -> pydicom.Dataset:
 
 
 def _source_headers(files: Sequence[str], keep_phi: bool = False) -> list[pydicom.Dataset]:
-    headers = []
+    """The source CT headers the SEG references, reduced to :data:`ATTACH_KEYWORDS` unless ``keep_phi``, with
+    the Type 2 attributes the SEG copies present (empty when the source lacks them).
+
+    Raises:
+        InputDataError: a source file cannot be re-read.
+    """
+    headers: list[pydicom.Dataset] = []
     for name in files:
         try:
-            header = pydicom.dcmread(name, stop_before_pixels=True)
+            header: pydicom.Dataset = pydicom.dcmread(name, stop_before_pixels=True)
         except (OSError, pydicom.errors.InvalidDicomError) as err:
             raise InputDataError(f"{name}: cannot re-read the source header for DICOM SEG ({err})") from err
         if not keep_phi:
@@ -126,7 +136,6 @@ def write_dicom_seg(
         OutputError: the mask does not fit the image or the file cannot be written.
     """
     import highdicom as hd
-    from pydicom.sr.codedict import codes
 
     path = Path(path)
     if not can_write_dicom_seg(image):
@@ -134,21 +143,6 @@ def write_dicom_seg(
     if mask.shape != image.shape:
         raise OutputError(f"{path}: mask shape {mask.shape} differs from the image's {image.shape}")
     sources = _source_headers(image.metadata["files"], keep_phi)
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name=model_name,
-        family=codes.cid7162.ArtificialIntelligence,
-        version=model_version or __version__,
-        source="pe-seg",
-    )
-    segment = hd.seg.SegmentDescription(
-        segment_number=1,
-        segment_label="Pulmonary embolus",
-        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-        segmented_property_type=codes.SCT.Embolus,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=algorithm,
-        anatomic_regions=[codes.SCT.PulmonaryArtery],
-    )
     source_number = image.metadata.get("series_number")
     # frames follow the source slices (k), each frame is rows (j) x columns (i)
     frames = np.ascontiguousarray(np.asarray(mask, dtype=np.uint8).transpose(2, 1, 0))
@@ -156,7 +150,7 @@ def write_dicom_seg(
         source_images=sources,
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[segment],
+        segment_descriptions=[_embolus_segment(model_name, model_version)],
         series_instance_uid=hd.UID(),
         series_number=(int(source_number) if source_number is not None else 0) + SEG_SERIES_NUMBER_OFFSET,
         sop_instance_uid=hd.UID(),
@@ -171,3 +165,26 @@ def write_dicom_seg(
     with atomic_output(path) as tmp:
         seg.save_as(tmp)
     return path
+
+
+def _embolus_segment(model_name: str, model_version: str) -> hd.seg.SegmentDescription:
+    """The SEG's one segment: a pulmonary embolus (SNOMED CT codes, see the module docstring) found
+    automatically by the named model, so that viewers show what it is and which algorithm drew it."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=model_name,
+        family=codes.cid7162.ArtificialIntelligence,
+        version=model_version or __version__,
+        source="pe-seg",
+    )
+    return hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label="Pulmonary embolus",
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Embolus,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm,
+        anatomic_regions=[codes.SCT.PulmonaryArtery],
+    )

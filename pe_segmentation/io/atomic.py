@@ -70,7 +70,7 @@ def remove_partial_outputs(folder: str | os.PathLike[str]) -> list[Path]:
     Only for folders that one process writes at a time, such as a run's checkpoint folder: a temporary file of a
     write still in progress elsewhere would be removed too.
     """
-    removed = []
+    removed: list[Path] = []
     directory = Path(folder)
     if not directory.is_dir():
         return removed

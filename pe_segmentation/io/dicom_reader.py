@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -57,6 +59,14 @@ class SeriesGeometry:
         return affine_from_geometry(self.origin_lps, self.direction_lps, self.spacing)
 
 
+class _SliceTags(NamedTuple):
+    """The geometry tags of one slice, present and parsed (:func:`_required_tags`)."""
+
+    position: np.ndarray
+    orientation: np.ndarray
+    pixel_spacing: tuple[float, float]
+
+
 def series_geometry(series: SeriesInfo, where: Path) -> SeriesGeometry:
     """Validate a series' headers and work out its grid.
 
@@ -67,36 +77,79 @@ def series_geometry(series: SeriesInfo, where: Path) -> SeriesGeometry:
     Raises:
         InputDataError: the slices do not form one regular 3D grid (the message says how).
     """
-    slices = series.slices
     label = f"{where}: series {series.series_number} '{series.description}'"
-    if len(slices) < 2:
-        raise InputDataError(f"{label}: has {len(slices)} slice; a CT volume needs at least 2")
-    for slice_ in slices:
-        if slice_.truncated:
-            raise InputDataError(
-                f"{slice_.path}: truncated file (pixel data shorter than its header declares)"
+    if len(series.slices) < 2:
+        raise InputDataError(f"{label}: has {len(series.slices)} slice; a CT volume needs at least 2")
+    tags = [_required_tags(slice_) for slice_ in series.slices]
+    _check_same_size(series.slices, tags, label)
+    row, col, normal = _slice_axes(series.slices, tags, label)
+    heights = np.array([np.dot(t.position, normal) for t in tags])
+    order = np.argsort(heights, kind="stable")
+    slices = [series.slices[i] for i in order]
+    positions = [tags[i].position for i in order]
+    heights = heights[order]
+    warnings = _check_spacing(slices, heights, label)
+    _check_tilt(positions, normal, label)
+    warnings += _series_notes(series, slices)
+    spacing_k = float((heights[-1] - heights[0]) / (len(slices) - 1))
+    row_spacing, col_spacing = tags[order[0]].pixel_spacing
+    return SeriesGeometry(
+        slices=slices,
+        origin_lps=positions[0].copy(),
+        direction_lps=np.stack([row, col, normal], axis=1),
+        spacing=np.array([col_spacing, row_spacing, spacing_k]),
+        warnings=warnings,
+    )
+
+
+def _required_tags(slice_: DicomSlice) -> _SliceTags:
+    """The slice's position, orientation and pixel spacing, which every grid computation needs.
+
+    Raises:
+        InputDataError: a truncated file, or one of the tags missing or unparseable.
+    """
+    if slice_.truncated:
+        raise InputDataError(f"{slice_.path}: truncated file (pixel data shorter than its header declares)")
+    position, orientation, pixel_spacing = slice_.position, slice_.orientation, slice_.pixel_spacing
+    if position is None or orientation is None or pixel_spacing is None:
+        missing = [
+            name
+            for name, value in (
+                ("ImagePositionPatient", position),
+                ("ImageOrientationPatient", orientation),
+                ("PixelSpacing", pixel_spacing),
             )
-        if slice_.position is None or slice_.orientation is None or slice_.pixel_spacing is None:
-            missing = [
-                name
-                for name, value in (
-                    ("ImagePositionPatient", slice_.position),
-                    ("ImageOrientationPatient", slice_.orientation),
-                    ("PixelSpacing", slice_.pixel_spacing),
-                )
-                if value is None
-            ]
-            raise InputDataError(f"{slice_.path}: missing or invalid {', '.join(missing)}")
+            if value is None
+        ]
+        raise InputDataError(f"{slice_.path}: missing or invalid {', '.join(missing)}")
+    return _SliceTags(position, orientation, pixel_spacing)
+
+
+def _check_same_size(slices: Sequence[DicomSlice], tags: Sequence[_SliceTags], label: str) -> None:
+    """Refuse slices of different sizes or pixel spacings: they cannot be stacked into one grid.
+
+    Raises:
+        InputDataError: mixed rows x columns or mixed PixelSpacing.
+    """
     sizes = {(s.rows, s.columns) for s in slices}
     if len(sizes) > 1:
         raise InputDataError(f"{label}: mixed slice sizes {sorted(sizes)} (rows x columns)")
-    pixel_spacings = {s.pixel_spacing for s in slices}
+    pixel_spacings = {t.pixel_spacing for t in tags}
     if len(pixel_spacings) > 1:
         raise InputDataError(f"{label}: mixed PixelSpacing {sorted(pixel_spacings)}")
 
-    orientation = slices[0].orientation
-    for slice_ in slices[1:]:
-        if np.abs(slice_.orientation - orientation).max() > ORIENTATION_TOLERANCE:
+
+def _slice_axes(
+    slices: Sequence[DicomSlice], tags: Sequence[_SliceTags], label: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The unit row (i) and column (j) directions shared by all slices, and the slice normal (k), in LPS.
+
+    Raises:
+        InputDataError: slices with different orientations, or an orientation that is not two orthonormal vectors.
+    """
+    orientation = tags[0].orientation
+    for slice_, slice_tags in zip(slices[1:], tags[1:], strict=True):
+        if np.abs(slice_tags.orientation - orientation).max() > ORIENTATION_TOLERANCE:
             raise InputDataError(f"{label}: mixed ImageOrientationPatient ({slice_.path.name} differs)")
     row, col = orientation[:3], orientation[3:]
     if (
@@ -108,12 +161,19 @@ def series_geometry(series: SeriesInfo, where: Path) -> SeriesGeometry:
             f"{label}: ImageOrientationPatient {orientation.tolist()} is not two orthonormal vectors"
         )
     normal = slice_normal(orientation)
-    row, col = row / np.linalg.norm(row), col / np.linalg.norm(col)
+    assert normal is not None  # two orthonormal vectors have a unit cross product
+    return row / np.linalg.norm(row), col / np.linalg.norm(col), normal
 
-    heights = np.array([np.dot(s.position, normal) for s in slices])
-    order = np.argsort(heights, kind="stable")
-    slices = [slices[i] for i in order]
-    heights = heights[order]
+
+def _check_spacing(slices: Sequence[DicomSlice], heights: np.ndarray, label: str) -> list[str]:
+    """Check that slices sorted along the normal (at ``heights`` mm) are evenly spaced, with none missing.
+
+    Returns:
+        A warning when the spacing varies slightly (within tolerance), else nothing.
+
+    Raises:
+        InputDataError: duplicate positions, a gap of missing slices, or uneven spacing.
+    """
     gaps = np.diff(heights)
     duplicate = np.flatnonzero(gaps < 1e-3)
     if duplicate.size:
@@ -137,33 +197,35 @@ def series_geometry(series: SeriesInfo, where: Path) -> SeriesGeometry:
             f"{label}: non-uniform slice spacing ({gaps.min():.3f} to {gaps.max():.3f} mm); resample it into a "
             "regular grid first"
         )
-    warnings = []
     if deviation.max() > SPACING_WARNING:
-        warnings.append(
-            f"slice spacing varies slightly ({gaps.min():.4f} to {gaps.max():.4f} mm); using the mean"
-        )
+        return [f"slice spacing varies slightly ({gaps.min():.4f} to {gaps.max():.4f} mm); using the mean"]
+    return []
 
-    span = slices[-1].position - slices[0].position
+
+def _check_tilt(positions: Sequence[np.ndarray], normal: np.ndarray, label: str) -> None:
+    """Refuse a slice stack that runs off the slice normal: the grid would be sheared, not rectangular.
+
+    Raises:
+        InputDataError: gantry tilt or shear beyond :data:`TILT_TOLERANCE_DEG`.
+    """
+    span = positions[-1] - positions[0]
     tilt = np.degrees(np.arccos(np.clip(abs(np.dot(span, normal)) / np.linalg.norm(span), 0.0, 1.0)))
     if tilt > TILT_TOLERANCE_DEG:
         raise InputDataError(
             f"{label}: gantry tilt or sheared geometry: slices are stacked {tilt:.2f} degrees off their normal"
         )
-    spacing_k = float((heights[-1] - heights[0]) / (len(slices) - 1))
+
+
+def _series_notes(series: SeriesInfo, slices: Sequence[DicomSlice]) -> list[str]:
+    """Warnings about a readable but unusual series: no rescale tags, not axial, or derived."""
+    notes = []
     if any(s.rescale is None for s in slices):
-        warnings.append("RescaleSlope/RescaleIntercept missing on some slices; assuming stored values are HU")
+        notes.append("RescaleSlope/RescaleIntercept missing on some slices; assuming stored values are HU")
     if not series.is_axial:
-        warnings.append("not an axial series; it is read with its own orientation")
+        notes.append("not an axial series; it is read with its own orientation")
     if series.is_derived:
-        warnings.append(f"a DERIVED series (ImageType {'/'.join(series.image_type)})")
-    row_spacing, col_spacing = slices[0].pixel_spacing
-    return SeriesGeometry(
-        slices=slices,
-        origin_lps=slices[0].position.copy(),
-        direction_lps=np.stack([row, col, normal], axis=1),
-        spacing=np.array([col_spacing, row_spacing, spacing_k]),
-        warnings=warnings,
-    )
+        notes.append(f"a DERIVED series (ImageType {'/'.join(series.image_type)})")
+    return notes
 
 
 @dataclass

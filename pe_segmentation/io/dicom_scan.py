@@ -91,6 +91,8 @@ class SeriesInfo:
         if len(self.slices) < 2 or self.slices[0].orientation is None:
             return None
         normal = slice_normal(self.slices[0].orientation)
+        if normal is None:  # parallel row and column cosines: refused with its reason when the series is read
+            return None
         heights = sorted(float(np.dot(s.position, normal)) for s in self.slices if s.position is not None)
         diffs = np.diff(heights)
         diffs = diffs[diffs > 1e-6]
@@ -272,10 +274,10 @@ def scan_dicom_folder(folder: str | os.PathLike[str]) -> DicomScan:
                 f"{folder}: no readable DICOM file ({len(unreadable)} unreadable, e.g. {path}: {reason})"
             )
         raise InputDataError(f"{folder}: no DICOM files found ({len(non_dicom)} other files)")
-    series = sorted(
+    ordered = sorted(
         by_uid.values(), key=lambda s: (s.series_number is None, s.series_number or 0, s.series_uid)
     )
-    return DicomScan(folder=folder, series=series, non_dicom_files=non_dicom, unreadable_files=unreadable)
+    return DicomScan(folder=folder, series=ordered, non_dicom_files=non_dicom, unreadable_files=unreadable)
 
 
 def choose_series(scan: DicomScan, series_uid: str | None = None) -> SeriesInfo:

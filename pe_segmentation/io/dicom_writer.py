@@ -8,11 +8,13 @@ stored with RescaleSlope/RescaleIntercept so that ``stored * slope + intercept``
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ import pydicom
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
+    UID,
     CTImageStorage,
     ExplicitVRLittleEndian,
     JPEGLSLossless,
@@ -32,6 +35,8 @@ from pe_segmentation.io.volume import Volume, geometry_from_affine
 from pe_segmentation.versions import __version__
 
 TRANSFER_SYNTAXES = {"explicit": ExplicitVRLittleEndian, "rle": RLELossless, "jpegls": JPEGLSLossless}
+# The display window (HU) written into every slice: a CT angiography window.
+_WINDOW_CENTER_HU, _WINDOW_WIDTH_HU = 100.0, 700.0
 
 
 def _uid(seed: str | None, *parts: object) -> str:
@@ -90,68 +95,143 @@ def write_dicom_series(
     Returns:
         The written file paths, in slice order k = 0, 1, ...
     """
+    folder = Path(folder)
+    order = _check_request(volume, folder, transfer_syntax, file_order)
+    study_uid = study_instance_uid or _uid(uid_seed, "study")
+    series_uid = series_instance_uid or _uid(uid_seed, "series", series_number)
+    shared = _SeriesTags(
+        patient_name=patient_name,
+        patient_id=patient_id,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        frame_uid=_uid(uid_seed, "frame", study_uid),
+        description=series_description,
+        number=series_number,
+        extra_tags=extra_tags or {},
+    )
+    encoding = _Encoding(transfer_syntax, signed, rescale_intercept)
+    with _staging_folder(folder) as staging:
+        names = _write_slices(staging, volume, order, shared, encoding, uid_seed)
+    return [folder / name for name in names]
+
+
+def _check_request(
+    volume: Volume, folder: Path, transfer_syntax: str, file_order: Sequence[int] | None
+) -> list[int]:
+    """Check the arguments of :func:`write_dicom_series` before anything is written.
+
+    Returns:
+        The slice index k of each file number, in file order.
+
+    Raises:
+        ValueError: an unknown transfer syntax, or a file order that is not a permutation of the slices.
+        OutputError: ``folder`` exists already.
+    """
     if transfer_syntax not in TRANSFER_SYNTAXES:
         raise ValueError(
             f"transfer_syntax must be one of {sorted(TRANSFER_SYNTAXES)}, got {transfer_syntax!r}"
         )
-    folder = Path(folder)
     if folder.exists():
         raise OutputError(f"{folder}: already exists; refusing to mix two series in one folder")
     n_slices = volume.shape[2]
     order = list(range(n_slices)) if file_order is None else [int(k) for k in file_order]
     if sorted(order) != list(range(n_slices)):
         raise ValueError("file_order must be a permutation of the slice indices")
+    return order
 
+
+@dataclass(frozen=True)
+class _SeriesTags:
+    """What every slice of one written series shares: patient, study and series identity, dates, display
+    window, and the caller's extra tags."""
+
+    patient_name: str
+    patient_id: str
+    study_uid: str
+    series_uid: str
+    frame_uid: str
+    description: str
+    number: int
+    extra_tags: dict[str, object]
+    date: str = field(default_factory=lambda: datetime.date.today().strftime("%Y%m%d"))
+
+    def apply(self, ds: pydicom.Dataset) -> None:
+        """Set the shared tags on one slice's dataset (the extra tags last, so they can override any tag)."""
+        ds.PatientName = self.patient_name
+        ds.PatientID = self.patient_id
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = (
+            self.study_uid,
+            self.series_uid,
+            self.frame_uid,
+        )
+        ds.SeriesDescription, ds.SeriesNumber = self.description, self.number
+        ds.StudyDate = ds.SeriesDate = ds.ContentDate = self.date
+        ds.WindowCenter, ds.WindowWidth = _WINDOW_CENTER_HU, _WINDOW_WIDTH_HU
+        for keyword, value in self.extra_tags.items():
+            setattr(ds, keyword, value)
+
+
+@dataclass(frozen=True)
+class _Encoding:
+    """How pixels are stored: the transfer syntax (a key of :data:`TRANSFER_SYNTAXES`), signed or unsigned
+    16-bit integers, and the RescaleIntercept (stored values are ``HU - intercept``)."""
+
+    transfer_syntax: str
+    signed: bool
+    intercept: float
+
+
+def _write_slices(
+    staging: Path,
+    volume: Volume,
+    order: Sequence[int],
+    shared: _SeriesTags,
+    encoding: _Encoding,
+    uid_seed: str | None,
+) -> list[str]:
+    """Write one file per slice into ``staging``, numbered in ``order``, and return the file names by slice k."""
     origin, direction, spacing = geometry_from_affine(volume.affine)
-    study_uid = study_instance_uid or _uid(uid_seed, "study")
-    series_uid = series_instance_uid or _uid(uid_seed, "series", series_number)
-    frame_uid = _uid(uid_seed, "frame", study_uid)
-    stored = _stored_values(volume.array, signed, rescale_intercept)
-    today = datetime.date.today().strftime("%Y%m%d")
-    center_hu, width_hu = 100.0, 700.0
+    stored = _stored_values(volume.array, encoding.signed, encoding.intercept)
+    names = [""] * len(order)
+    for number, k in enumerate(order, start=1):
+        ds = _slice_dataset(
+            stored[:, :, k].T,
+            position=origin + direction[:, 2] * spacing[2] * k,
+            orientation=direction[:, :2].T.ravel(),
+            pixel_spacing=(spacing[1], spacing[0]),
+            slice_thickness=spacing[2],
+            signed=encoding.signed,
+            intercept=encoding.intercept,
+            instance_number=number,
+            sop_uid=_uid(uid_seed, "sop", shared.series_uid, k),
+        )
+        shared.apply(ds)
+        if encoding.transfer_syntax != "explicit":
+            ds.compress(TRANSFER_SYNTAXES[encoding.transfer_syntax])
+        names[k] = f"IM{number:05d}.dcm"
+        ds.save_as(staging / names[k], enforce_file_format=True)
+    return names
 
+
+@contextlib.contextmanager
+def _staging_folder(folder: Path) -> Iterator[Path]:
+    """Yield a temporary sibling folder that is renamed to ``folder`` on success and removed on any error,
+    so that a series appears whole or not at all.
+
+    Raises:
+        OutputError: the files or the rename fail with an OS error.
+    """
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        paths = [Path()] * n_slices
-        for number, k in enumerate(order, start=1):
-            position = origin + direction[:, 2] * spacing[2] * k
-            ds = _slice_dataset(
-                stored[:, :, k].T,
-                position=position,
-                orientation=direction[:, :2].T.ravel(),
-                pixel_spacing=(spacing[1], spacing[0]),
-                slice_thickness=spacing[2],
-                signed=signed,
-                intercept=rescale_intercept,
-                instance_number=number,
-                sop_uid=_uid(uid_seed, "sop", series_uid, k),
-            )
-            ds.PatientName = patient_name
-            ds.PatientID = patient_id
-            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = (
-                study_uid,
-                series_uid,
-                frame_uid,
-            )
-            ds.SeriesDescription, ds.SeriesNumber = series_description, series_number
-            ds.StudyDate = ds.SeriesDate = ds.ContentDate = today
-            ds.WindowCenter, ds.WindowWidth = center_hu, width_hu
-            for keyword, value in (extra_tags or {}).items():
-                setattr(ds, keyword, value)
-            if transfer_syntax != "explicit":
-                ds.compress(TRANSFER_SYNTAXES[transfer_syntax])
-            path = tmp_dir / f"IM{number:05d}.dcm"
-            ds.save_as(path, enforce_file_format=True)
-            paths[k] = folder / path.name
-        os.replace(tmp_dir, folder)
+        yield staging
+        os.replace(staging, folder)
     except OSError as err:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
         raise OutputError(f"{folder}: cannot write DICOM series ({err.strerror or err})") from err
     except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
         raise
-    return paths
 
 
 def _slice_dataset(
@@ -169,7 +249,7 @@ def _slice_dataset(
     """One CT Image Storage slice with its geometry and pixels (rows = j, columns = i)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds = pydicom.Dataset()

@@ -43,7 +43,8 @@ class Volume:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(int(s) for s in self.array.shape)  # type: ignore[return-value]
+        i, j, k = self.array.shape  # 3D: checked when the volume is built
+        return int(i), int(j), int(k)
 
     @property
     def spacing(self) -> np.ndarray:

@@ -12,6 +12,7 @@ import logging
 import os
 import zlib
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -147,7 +148,7 @@ def read_volume_header(path: str | os.PathLike[str]) -> Volume:
         return read_volume(path)  # raises the usual one-line error
     try:
         if volume_suffix(path) in (".nii", ".nii.gz"):
-            image = nib.load(path)
+            image = _load_nifti(path)
             shape, affine = tuple(image.shape), image.affine
         else:
             reader = sitk.ImageFileReader()
@@ -192,7 +193,7 @@ def _read_with_sitk(path: Path, allow_vector: bool) -> Volume:
 
 def _read_nifti(path: Path, allow_vector: bool) -> Volume:
     try:
-        image = nib.load(path)
+        image = _load_nifti(path)
         shape = image.shape
         if len(shape) == 4 and shape[3] == 1:
             log.warning("%s: 4D file with one volume; using it as 3D", path)
@@ -220,6 +221,15 @@ def _read_nifti(path: Path, allow_vector: bool) -> Volume:
     if isinstance(image, nib.Nifti1Image):
         _nifti_geometry_notes(image, path)
     return Volume(array, affine, {"source": str(path), "format": volume_suffix(path)})
+
+
+def _load_nifti(path: Path) -> nib.spatialimages.SpatialImage:
+    """nibabel's (lazily read) image of a ``.nii``/``.nii.gz`` file.
+
+    ``nib.load`` is typed to return any file-based image; for these suffixes it returns a NIfTI image, which has
+    the shape, affine and data object read here.
+    """
+    return cast(nib.spatialimages.SpatialImage, nib.load(path))
 
 
 def _short_itk_reason(detail: str) -> str:

@@ -83,8 +83,6 @@ def test_datalist_and_single_files(tmp_path):
 
 def test_infer_output_folder_pairs_by_case_subfolder(tmp_path):
     """``pe-seg infer`` writes OUTPUT/<case>/mask.nii.gz and probability.nii.gz; both roles read it."""
-    from pe_segmentation.evaluation.matching import collect_cases
-
     for case in ("pe01", "pe02"):
         (tmp_path / "out" / case).mkdir(parents=True)
         (tmp_path / "out" / case / "mask.nii.gz").write_bytes(b"")

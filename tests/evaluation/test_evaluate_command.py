@@ -67,6 +67,19 @@ def study(tmp_path) -> Path:
     return root
 
 
+def study_args(study: Path, output: Path) -> list[str]:
+    """Arguments evaluating the ``study`` fixture's masks (no probability maps) into ``output``."""
+    return [
+        "--pred",
+        str(study / "out"),
+        "--label",
+        str(study / "labels"),
+        "-o",
+        str(output),
+        "--no-progress",
+    ]
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
@@ -98,6 +111,16 @@ def test_evaluate_writes_every_output(study, tmp_path):
         "summary.json",
     ]
     assert sorted(p.name for p in output.iterdir()) == expected
+    check_tables(output)
+    check_summary(no_nan((output / "summary.json").read_text()))
+    report = (output / "report.md").read_text()
+    for link in re.findall(r"\]\(([^)]+)\)", report):
+        assert (output / link).is_file(), link
+    assert "| Dice | 2 |" in report
+
+
+def check_tables(output: Path) -> None:
+    """``per_case.csv`` and ``emboli.csv`` of the ``study`` fixture's evaluation."""
     rows = {row["case"]: row for row in read_csv(output / "per_case.csv")}
     assert list(rows) == ["c1", "c2", "c3", "c4"]
     # c1: label 2 x 18 voxels, prediction 18 (exact on embolus 1) + 8 (false positive): Dice = 36 / (36 + 26)
@@ -117,7 +140,9 @@ def test_evaluate_writes_every_output(study, tmp_path):
     emboli = read_csv(output / "emboli.csv")
     assert [(e["case"], e["detected"]) for e in emboli] == [("c1", "1"), ("c1", "0"), ("c2", "1")]
 
-    summary = no_nan((output / "summary.json").read_text())
+
+def check_summary(summary: dict) -> None:
+    """``summary.json`` of the ``study`` fixture's evaluation with probability maps."""
     assert summary["cases"] == {
         "evaluated": 4,
         "with_emboli": 2,
@@ -138,11 +163,6 @@ def test_evaluate_writes_every_output(study, tmp_path):
     # every candidate scores 0.8: one operating point at 2 FP / 4 scans with 2 of 3 emboli
     assert froc["sensitivity"] == pytest.approx([2 / 3] * 5)
     assert froc["max_fp_per_scan"] == pytest.approx(0.5)
-
-    report = (output / "report.md").read_text()
-    for link in re.findall(r"\]\(([^)]+)\)", report):
-        assert (output / link).is_file(), link
-    assert "| Dice | 2 |" in report
 
 
 def test_without_probability_maps_there_is_no_froc(study, tmp_path):
@@ -175,15 +195,7 @@ def test_mismatched_geometry_is_a_clear_error(study, tmp_path):
 
 
 def test_bad_values_are_clear_errors(study, tmp_path):
-    args = [
-        "--pred",
-        str(study / "out"),
-        "--label",
-        str(study / "labels"),
-        "-o",
-        str(tmp_path / "e"),
-        "--no-progress",
-    ]
+    args = study_args(study, tmp_path / "e")
     save(np.full((12, 12, 10), 0.4, np.float32), study / "out" / "c3.nii.gz")
     with pytest.raises(InputDataError, match=r"non-integer values .*--prob"):
         run_evaluate(*args)
@@ -199,15 +211,7 @@ def test_bad_values_are_clear_errors(study, tmp_path):
 
 def test_unpaired_files_warn_or_fail_with_strict(study, tmp_path, caplog):
     save(np.zeros((12, 12, 10), np.uint8), study / "out" / "extra.nii.gz")
-    args = [
-        "--pred",
-        str(study / "out"),
-        "--label",
-        str(study / "labels"),
-        "-o",
-        str(tmp_path / "e"),
-        "--no-progress",
-    ]
+    args = study_args(study, tmp_path / "e")
     with caplog.at_level(logging.WARNING, logger="pe_segmentation"):
         assert run_evaluate(*args) == 0
     assert "1 prediction(s) without a label: extra" in caplog.text

@@ -161,6 +161,10 @@ REFUSALS = {
         lambda f: set_dicom_tags(f, 1, ImagePositionPatient=None),
         "missing or invalid ImagePositionPatient",
     ),
+    "parallel orientation vectors": (
+        lambda f: [set_dicom_tags(f, k, ImageOrientationPatient=[1, 0, 0, 1, 0, 0]) for k in range(8)],
+        "is not two orthonormal vectors",
+    ),
     "not CT": (lambda f: [set_dicom_tags(f, k, Modality="MR") for k in range(8)], "no CT image series"),
     "single slice": (lambda f: [p.unlink() for p in _positions(f)[1:]], "a single slice"),
 }
