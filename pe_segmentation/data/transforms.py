@@ -128,8 +128,7 @@ def _preprocessing_list(
     """The preprocessing steps as a flat list (so that dataset caching sees every deterministic step)."""
     image_key, label_keys = keys[0], keys[1:]
     steps: list[MapTransform] = [
-        # MONAI documents reader instances but annotates only reader classes
-        LoadImaged(keys, reader=reader, image_only=True),  # type: ignore[arg-type]
+        LoadImaged(keys, reader=reader, image_only=True),  # type: ignore[arg-type]  # MONAI annotates classes only
         EnsureChannelFirstd(keys, channel_dim="no_channel"),
     ]
     if label_keys:

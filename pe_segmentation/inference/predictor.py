@@ -182,8 +182,7 @@ class Predictor:
             self.memory_format = torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
         network = network.to(self.device).eval()
         if self.memory_format is not None:
-            # Module.to takes memory_format at run time; torch's stubs list only device, dtype and tensor
-            network = network.to(memory_format=self.memory_format)  # type: ignore[call-overload]
+            network = network.to(memory_format=self.memory_format)  # type: ignore[call-overload]  # stubs omit it
         self.network = network
         flips = flip_combinations(spatial_dims) if self.tta else [()]
         self.window_network = EmbolusLogit(network, flips=flips, memory_format=self.memory_format).eval()
