@@ -1,8 +1,9 @@
 """Hand an already-read CT to MONAI's ``LoadImaged``, so that a case is read from disk once.
 
 The writers need the input's DICOM identity and geometry as well as its voxels, so the predictor reads the CT
-itself (:func:`~pe_segmentation.io.loader.load_volume`) and serves that :class:`~pe_segmentation.io.volume.Volume`
-to the preprocessing chain through :class:`PreloadedReader`, already in the memory layout MONAI wants.
+itself (:func:`~pe_segmentation.io.loader.load_volume`) and serves that
+:class:`~pe_segmentation.io.volume.Volume` to the preprocessing chain through :class:`PreloadedReader`,
+already in the memory layout MONAI wants.
 """
 
 from __future__ import annotations
