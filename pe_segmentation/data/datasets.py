@@ -29,15 +29,21 @@ from typing import Any
 
 from monai.data import CacheDataset, Dataset, PersistentDataset
 
+from pe_segmentation.data.case_items import (
+    CaseItem,
+    case_item,
+    input_name,
+    listing,
+    sorted_unique,
+    strip_suffix,
+)
 from pe_segmentation.data.transforms import CACHE_READ_ONLY_ATTR, fingerprint_hash
 from pe_segmentation.errors import ConfigError, InputDataError
 from pe_segmentation.io.fumpe import read_fumpe_mask
 from pe_segmentation.io.loader import load_volume
-from pe_segmentation.io.volume_files import case_name, is_volume_file, write_volume
+from pe_segmentation.io.volume_files import is_volume_file, write_volume
 
 log = logging.getLogger(__name__)
-
-CaseItem = dict[str, str]
 
 CACHE_MODES = ("none", "memory", "disk")
 
@@ -56,51 +62,6 @@ LABEL_SUFFIXES = (
 )
 #: Name endings dropped from image names (nnU-Net's channel suffix ``_0000`` and common tags).
 IMAGE_SUFFIXES = ("_0000", "_image", "_img", "_ct", "-image", "-ct")
-
-
-# --------------------------------------------------------------------------------------------------- helpers
-
-
-def _existing(path: Path, what: str) -> str:
-    """``path`` made absolute, after checking that it exists."""
-    if not path.exists():
-        raise InputDataError(f"{path}: {what} not found")
-    return str(path.resolve())
-
-
-def _item(case: str, image: Path, label: Path | None, patient: str | None = None) -> CaseItem:
-    item = {"case": case, "patient": patient or case, "image": _existing(image, "image")}
-    if label is not None:
-        item["label"] = _existing(label, "label")
-    return item
-
-
-def _check_unique(items: list[CaseItem], source: Path) -> list[CaseItem]:
-    """Sort by case id and refuse duplicate ids (splits and outputs are keyed by case)."""
-    seen: set[str] = set()
-    for item in items:
-        if item["case"] in seen:
-            raise InputDataError(f"{source}: case id '{item['case']}' appears twice")
-        seen.add(item["case"])
-    return sorted(items, key=lambda item: item["case"])
-
-
-def _input_name(path: Path) -> str:
-    """Case name of an image input: a folder's name, or a volume file's name without its suffix."""
-    return path.name if path.is_dir() else case_name(path)
-
-
-def _strip_suffix(name: str, suffixes: Sequence[str]) -> str:
-    lowered = name.lower()
-    for suffix in sorted(suffixes, key=len, reverse=True):
-        if lowered.endswith(suffix.lower()) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def _listing(names: Sequence[str], limit: int = 5) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 # -------------------------------------------------------------------------------------------------- datalist
@@ -171,12 +132,12 @@ def from_datalist(
             label = _datalist_path(entry[label_key], base, json_path, label_key)
         elif require_label:
             raise InputDataError(f"{json_path}: {section}[{index}] has no '{label_key}' path")
-        case = str(entry.get("case") or _input_name(image))
+        case = str(entry.get("case") or input_name(image))
         patient = entry.get("patient")
-        items.append(_item(case, image, label, None if patient is None else str(patient)))
+        items.append(case_item(case, image, label, None if patient is None else str(patient)))
     if not items:
         raise InputDataError(f"{json_path}: section '{section}' lists no cases")
-    return _check_unique(items, json_path)
+    return sorted_unique(items, json_path)
 
 
 def from_synthetic(directory: str | os.PathLike[str], image_key: str = "image") -> list[CaseItem]:
@@ -210,7 +171,7 @@ def _folder_entries(folder: Path, what: str, allow_dirs: bool) -> list[Path]:
 def _by_case(paths: list[Path], suffixes: Sequence[str], folder: Path) -> dict[str, Path]:
     cases: dict[str, Path] = {}
     for path in paths:
-        case = _strip_suffix(_input_name(path), suffixes)
+        case = strip_suffix(input_name(path), suffixes)
         if case in cases:
             raise InputDataError(f"{folder}: {cases[case].name} and {path.name} both belong to case '{case}'")
         cases[case] = path
@@ -238,18 +199,34 @@ def from_folder(images_dir: str | os.PathLike[str], labels_dir: str | os.PathLik
         parts = []
         if lonely_images:
             parts.append(
-                f"{len(lonely_images)} image(s) without a label in {labels_dir}: {_listing(lonely_images)}"
+                f"{len(lonely_images)} image(s) without a label in {labels_dir}: {listing(lonely_images)}"
             )
         if lonely_labels:
             parts.append(
-                f"{len(lonely_labels)} label(s) without an image in {images_dir}: {_listing(lonely_labels)}"
+                f"{len(lonely_labels)} label(s) without an image in {images_dir}: {listing(lonely_labels)}"
             )
         raise InputDataError("; ".join(parts))
-    items = [_item(case, images[case], labels[case]) for case in images]
-    return _check_unique(items, images_dir)
+    items = [case_item(case, images[case], labels[case]) for case in images]
+    return sorted_unique(items, images_dir)
 
 
-# ----------------------------------------------------------------------------------------------------- FUMPE
+# --------------------------------------------------------------------------------------- FUMPE and CAD-PE
+
+
+def _dataset_folders(root: Path, dataset: str, first: str, second: str) -> tuple[Path, Path]:
+    """``root/first`` and ``root/second``, the two sub-folders a public data set is distributed with."""
+    folders = (root / first, root / second)
+    for folder in folders:
+        if not folder.is_dir():
+            raise InputDataError(f"{folder}: {dataset} folder not found (expected {first}/ and {second}/)")
+    return folders
+
+
+def _refuse_unpaired(folder: Path, what: str, names: Sequence[str]) -> None:
+    """Refuse a data set whose cases lack their ``what`` in ``folder``; ``names`` are the missing files."""
+    if names:
+        raise InputDataError(f"{folder}: no {what} for {listing(names)}")
+
 
 #: FUMPE sub-folders: one DICOM folder per patient, one MATLAB mask per patient.
 FUMPE_SCANS = "CT_scans"
@@ -291,31 +268,22 @@ def from_fumpe(root: str | os.PathLike[str], cache_dir: str | os.PathLike[str]) 
             not fit its series.
     """
     root = Path(root).expanduser()
-    scans_dir, masks_dir = root / FUMPE_SCANS, root / FUMPE_MASKS
-    for folder in (scans_dir, masks_dir):
-        if not folder.is_dir():
-            raise InputDataError(
-                f"{folder}: FUMPE folder not found (expected {FUMPE_SCANS}/ and {FUMPE_MASKS}/)"
-            )
+    scans_dir, masks_dir = _dataset_folders(root, "FUMPE", FUMPE_SCANS, FUMPE_MASKS)
     series = {p.name: p for p in sorted(scans_dir.iterdir()) if p.is_dir() and not p.name.startswith(".")}
     masks = {p.stem: p for p in sorted(masks_dir.glob("*.mat"))}
     if not series:
         raise InputDataError(f"{scans_dir}: no patient folders")
-    lonely = sorted(series.keys() - masks.keys())
-    if lonely:
-        raise InputDataError(f"{masks_dir}: no mask for {_listing([f'{name}.mat' for name in lonely])}")
-    orphans = sorted(masks.keys() - series.keys())
-    if orphans:
-        raise InputDataError(
-            f"{scans_dir}: no series folder for {_listing([masks[n].name for n in orphans])}"
-        )
+    _refuse_unpaired(masks_dir, "mask", [f"{name}.mat" for name in sorted(series.keys() - masks.keys())])
+    _refuse_unpaired(
+        scans_dir, "series folder", [masks[n].name for n in sorted(masks.keys() - series.keys())]
+    )
     cache = Path(cache_dir).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
-    items = [_item(case, folder, _fumpe_label(folder, masks[case], cache)) for case, folder in series.items()]
-    return _check_unique(items, root)
+    items = [
+        case_item(case, folder, _fumpe_label(folder, masks[case], cache)) for case, folder in series.items()
+    ]
+    return sorted_unique(items, root)
 
-
-# ---------------------------------------------------------------------------------------------------- CAD-PE
 
 #: CAD-PE sub-folders: CT volumes and reference-standard embolus labels.
 CADPE_IMAGES = "images"
@@ -336,12 +304,7 @@ def from_cadpe(root: str | os.PathLike[str]) -> list[CaseItem]:
         InputDataError: missing folders, a CT without its ``RefStd`` label or a label without its CT.
     """
     root = Path(root).expanduser()
-    images_dir, labels_dir = root / CADPE_IMAGES, root / CADPE_LABELS
-    for folder in (images_dir, labels_dir):
-        if not folder.is_dir():
-            raise InputDataError(
-                f"{folder}: CAD-PE folder not found (expected {CADPE_IMAGES}/ and {CADPE_LABELS}/)"
-            )
+    images_dir, labels_dir = _dataset_folders(root, "CAD-PE", CADPE_IMAGES, CADPE_LABELS)
     images = {
         p.name[: -len(".nrrd")]: p for p in sorted(images_dir.glob("*.nrrd")) if not p.name.startswith(".")
     }
@@ -350,15 +313,11 @@ def from_cadpe(root: str | os.PathLike[str]) -> list[CaseItem]:
     }
     if not images:
         raise InputDataError(f"{images_dir}: no .nrrd volumes")
-    lonely = sorted(images.keys() - labels.keys())
-    if lonely:
-        raise InputDataError(
-            f"{labels_dir}: no label for {_listing([f'{c}{CADPE_LABEL_SUFFIX}' for c in lonely])}"
-        )
-    orphans = sorted(labels.keys() - images.keys())
-    if orphans:
-        raise InputDataError(f"{images_dir}: no CT for {_listing([labels[c].name for c in orphans])}")
-    return _check_unique([_item(case, images[case], labels[case]) for case in images], root)
+    _refuse_unpaired(
+        labels_dir, "label", [f"{c}{CADPE_LABEL_SUFFIX}" for c in sorted(images.keys() - labels.keys())]
+    )
+    _refuse_unpaired(images_dir, "CT", [labels[c].name for c in sorted(labels.keys() - images.keys())])
+    return sorted_unique([case_item(case, images[case], labels[case]) for case in images], root)
 
 
 # ---------------------------------------------------------------------------------------------------- caching

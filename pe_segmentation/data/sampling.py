@@ -8,16 +8,28 @@ Emboli are a few thousand voxels, so pe-seg caches only the foreground indices (
 and serves the background as :class:`BackgroundIndices`, a read-only view that computes its k-th element from
 the foreground on demand. It has the length and elements of MONAI's array, so the sampler draws exactly the
 voxels it drew before.
+
+:class:`RandOffsetPosNegCropd` draws the training patches from these indices, the sampled voxel anywhere in
+its patch.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from monai.transforms import MapTransform
+from monai.config import NdarrayOrTensor
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, RandCropByPosNegLabeld
+from monai.transforms.utils import (
+    correct_crop_centers,
+    generate_pos_neg_label_crop_centers,
+    map_binary_to_indices,
+)
+from monai.utils import fall_back_tuple
 
 #: Key postfix under which :class:`ForegroundIndicesd` stores a label's foreground indices.
 FG_INDICES_POSTFIX = "_fg_indices"
@@ -84,3 +96,91 @@ class ForegroundIndicesd(MapTransform):
             # a tensor, not an array: pe-seg's disk cache loads with torch.load(weights_only=True)
             d[f"{key}{FG_INDICES_POSTFIX}"] = torch.from_numpy(foreground_indices(d[key]))
         return d
+
+
+class RandOffsetPosNegCropd(RandCropByPosNegLabeld):
+    """``RandCropByPosNegLabeld`` whose sampled voxel lies anywhere in the patch, not always at its centre.
+
+    MONAI centres each patch on the sampled foreground (or background) voxel. A network with a receptive field
+    as large as the patch then learns where the patch centre is (zero padding tells it) and that emboli sit
+    there: it scores well on training patches and marks false positives in every sliding window at inference.
+    This subclass moves each centre by a uniform random offset that keeps the sampled voxel inside the patch
+    (as nnU-Net's foreground oversampling does), then pulls the centre back inside the volume as MONAI does.
+    Hand-written because MONAI's crop has no such option; it draws from the transform's own random state, so
+    seeded runs stay repeatable.
+    """
+
+    def randomize(
+        self,
+        label: torch.Tensor | None = None,
+        fg_indices: Any = None,
+        bg_indices: Any = None,
+        image: torch.Tensor | None = None,
+    ) -> None:
+        cropper = self.cropper
+        source = label if label is not None else image
+        if source is None:
+            raise ValueError("RandOffsetPosNegCropd needs the label or the image for the spatial shape")
+        shape = source.peek_pending_shape() if isinstance(source, MetaTensor) else source.shape[1:]
+        fg, bg = self._indices(label, image, shape, fg_indices, bg_indices)
+        size = [int(n) for n in fall_back_tuple(cropper.spatial_size, default=shape)]
+        # The sampled voxels themselves: MONAI's sampler with a 1-voxel crop, which it never moves.
+        voxels = generate_pos_neg_label_crop_centers(
+            (1,) * len(size),
+            cropper.num_samples,
+            cropper.pos_ratio,
+            shape,
+            fg,
+            bg,  # type: ignore[arg-type]  # MONAI only takes len() and items, which BackgroundIndices serves
+            cropper.R,
+            cropper.allow_smaller,
+        )
+        # A patch of size n centred at c covers [c - n // 2, c - n // 2 + n): a voxel v stays inside for centres
+        # v + d with d in [n // 2 - n + 1, n // 2]; pulling the centre back inside the volume keeps it there.
+        low = np.array([n // 2 - n + 1 for n in size])
+        high = np.array([n // 2 for n in size])
+        centers = [
+            correct_crop_centers(
+                (np.asarray(voxel, dtype=int) + cropper.R.randint(low, high + 1)).tolist(),
+                size,
+                shape,
+                cropper.allow_smaller,
+            )
+            for voxel in voxels
+        ]
+        cropper.centers = centers  # type: ignore[assignment]  # MONAI annotates a 1-tuple, stores a list
+
+    def _indices(
+        self,
+        label: torch.Tensor | None,
+        image: torch.Tensor | None,
+        shape: Sequence[int],
+        fg_indices: NdarrayOrTensor | None,
+        bg_indices: NdarrayOrTensor | None,
+    ) -> tuple[NdarrayOrTensor, NdarrayOrTensor | BackgroundIndices]:
+        """The foreground and background indices to draw from: given, cached, or computed from the label."""
+        cropper = self.cropper
+        fg = cropper.fg_indices if fg_indices is None else fg_indices
+        bg = cropper.bg_indices if bg_indices is None else bg_indices
+        if fg is not None and bg is not None:
+            return fg, bg
+        if label is None:
+            raise ValueError("RandOffsetPosNegCropd needs the label (or precomputed fg/bg indices)")
+        if image is not None:  # background restricted to image > image_threshold: MONAI's way
+            return map_binary_to_indices(label, image, cropper.image_threshold)
+        # the same indices without listing every background voxel (see the module docstring)
+        fg = foreground_indices(label) if fg is None else torch.as_tensor(fg).cpu().numpy()
+        return fg, BackgroundIndices(fg, math.prod(int(n) for n in shape))
+
+    def __call__(self, data: Any, lazy: bool | None = None) -> list[dict]:
+        """The patches, each in its own memory: MONAI's crops are views of the volume, and no later transform
+        may write through them into a cached volume (see
+        :data:`~pe_segmentation.data.transforms.CACHE_READ_ONLY_ATTR`)."""
+        patches = super().__call__(data, lazy)
+        for patch in patches:
+            for key in self.key_iterator(patch):
+                if isinstance(patch[key], torch.Tensor) and not getattr(
+                    patch[key], "has_pending_operations", False
+                ):
+                    patch[key] = patch[key].clone()
+        return patches

@@ -30,6 +30,13 @@ def _yaml_float(value: Any) -> Any:
     return value
 
 
+def _fields(section: object) -> tuple[dataclasses.Field[Any], ...]:
+    """The dataclass fields of a settings class or instance (every settings section is a dataclass)."""
+    if not dataclasses.is_dataclass(section):
+        raise TypeError(f"{section!r} is not a dataclass")
+    return dataclasses.fields(section)
+
+
 class SettingsSection:
     """Shared ``from_dict`` / ``to_dict`` and value checks of the settings dataclasses."""
 
@@ -46,7 +53,7 @@ class SettingsSection:
             return cls()
         if not isinstance(data, Mapping):
             raise ConfigError(f"{cls.section}: expected a mapping, got {type(data).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        names = [f.name for f in _fields(cls)]
         for key in data:
             if key not in names:
                 close = difflib.get_close_matches(str(key), names, n=1)
@@ -57,7 +64,7 @@ class SettingsSection:
     def to_dict(self) -> dict[str, Any]:
         """The settings as a JSON/YAML-ready mapping (tuples become lists)."""
         out: dict[str, Any] = {}
-        for field in dataclasses.fields(self):  # type: ignore[arg-type]
+        for field in _fields(self):
             value = getattr(self, field.name)
             out[field.name] = list(value) if isinstance(value, tuple) else value
         return out
@@ -163,7 +170,8 @@ class PreprocessingSettings(SettingsSection):
         """``spacing`` in MONAI's ``Spacingd`` form (0 keeps an axis), or ``None`` to skip resampling."""
         if self.spacing is None:
             return None
-        return tuple(0.0 if v is None else float(v) for v in self.spacing)  # type: ignore[return-value]
+        x, y, z = (0.0 if v is None else float(v) for v in self.spacing)
+        return (x, y, z)
 
 
 @dataclass(frozen=True)
@@ -206,7 +214,9 @@ class PatchSettings(SettingsSection):
     def crop_size(self) -> tuple[int, int, int]:
         """The 3D crop taken from a volume: the patch, or ``(H, W, 1)`` for one axial slice in 2D."""
         size = tuple(self.patch_size or ())
-        return size if len(size) == 3 else (*size, 1)  # type: ignore[return-value]
+        if len(size) == 3:
+            return (size[0], size[1], size[2])
+        return (size[0], size[1], 1)
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,12 @@ Every step is invertible (or leaves geometry alone), so ``Invertd`` maps a predi
 image back onto the original grid (:func:`build_inverse`).
 
 Training adds ``SpatialPadd`` (volumes smaller than a patch), the label's foreground indices (cached with the
-volume, :mod:`pe_segmentation.data.sampling`), :class:`RandOffsetPosNegCropd` (positive and negative patches,
-the sampled voxel anywhere in the patch) and augmentation (:func:`build_train_transforms`). In 2D mode (``PatchSettings.spatial_dims == 2``) the crop is
-``(H, W, 1)`` — one axial slice, as the original 2D UNets were trained — and the last axis is squeezed so
-networks see ``(C, H, W)``; augmentation then works in the axial plane.
+volume) and :class:`~pe_segmentation.data.sampling.RandOffsetPosNegCropd` (positive and negative patches, the
+sampled voxel anywhere in the patch), both from :mod:`pe_segmentation.data.sampling`, then augmentation
+(:mod:`pe_segmentation.data.augmentation`), in :func:`build_train_transforms`. In 2D mode
+(``PatchSettings.spatial_dims == 2``) the crop is ``(H, W, 1)`` — one axial slice, as the original 2D UNets
+were trained — and the last axis is squeezed so networks see ``(C, H, W)``; augmentation then works in the
+axial plane.
 
 Validation and inference always see whole volumes ``(C, X, Y, Z)``, in 2D mode too. A 2D network is evaluated
 on a volume slice by slice: ``monai.inferers.SliceInferer(roi_size=(H, W), spatial_dim=2)`` runs a 2D
@@ -33,13 +35,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from monai.data import ImageReader, MetaTensor
+from monai.data import ImageReader
 from monai.transforms import (
     AsDiscreted,
     Compose,
@@ -50,32 +51,15 @@ from monai.transforms import (
     LoadImaged,
     MapTransform,
     Orientationd,
-    RandAffined,
-    RandCropByPosNegLabeld,
-    RandFlipd,
-    RandGaussianNoised,
-    RandRotate90d,
-    RandScaleIntensityd,
-    RandShiftIntensityd,
     ScaleIntensityRanged,
     Spacingd,
     SpatialPadd,
     SqueezeDimd,
 )
-from monai.transforms.utils import (
-    correct_crop_centers,
-    generate_pos_neg_label_crop_centers,
-    map_binary_to_indices,
-)
-from monai.utils import fall_back_tuple
 
+from pe_segmentation.data.augmentation import build_augmentation
 from pe_segmentation.data.label_values import CheckLabelValuesd
-from pe_segmentation.data.sampling import (
-    FG_INDICES_POSTFIX,
-    BackgroundIndices,
-    ForegroundIndicesd,
-    foreground_indices,
-)
+from pe_segmentation.data.sampling import FG_INDICES_POSTFIX, ForegroundIndicesd, RandOffsetPosNegCropd
 from pe_segmentation.data.settings import AugmentationSettings, PatchSettings, PreprocessingSettings
 from pe_segmentation.errors import ConfigError
 from pe_segmentation.io.monai_reader import PESegReader
@@ -95,79 +79,6 @@ def default_reader() -> ImageReader:
     """The image reader of every ``LoadImaged`` in pe-seg: :class:`PESegReader` (DICOM folders via SimpleITK,
     NIfTI/NRRD/MHA; RAS affines equal to SimpleITK's geometry)."""
     return PESegReader()
-
-
-class RandOffsetPosNegCropd(RandCropByPosNegLabeld):
-    """``RandCropByPosNegLabeld`` whose sampled voxel lies anywhere in the patch, not always at its centre.
-
-    MONAI centres each patch on the sampled foreground (or background) voxel. A network with a receptive field
-    as large as the patch then learns where the patch centre is (zero padding tells it) and that emboli sit
-    there: it scores well on training patches and marks false positives in every sliding window at inference.
-    This subclass moves each centre by a uniform random offset that keeps the sampled voxel inside the patch
-    (as nnU-Net's foreground oversampling does), then pulls the centre back inside the volume as MONAI does.
-    Hand-written because MONAI's crop has no such option; it draws from the transform's own random state, so
-    seeded runs stay repeatable.
-    """
-
-    def randomize(
-        self,
-        label: torch.Tensor | None = None,
-        fg_indices: Any = None,
-        bg_indices: Any = None,
-        image: torch.Tensor | None = None,
-    ) -> None:
-        cropper = self.cropper
-        fg = cropper.fg_indices if fg_indices is None else fg_indices
-        bg = cropper.bg_indices if bg_indices is None else bg_indices
-        source = label if label is not None else image
-        if source is None:
-            raise ValueError("RandOffsetPosNegCropd needs the label or the image for the spatial shape")
-        shape = source.peek_pending_shape() if isinstance(source, MetaTensor) else source.shape[1:]
-        if fg is None or bg is None:
-            if label is None:
-                raise ValueError("RandOffsetPosNegCropd needs the label (or precomputed fg/bg indices)")
-            if image is not None:  # background restricted to image > image_threshold: MONAI's way
-                fg, bg = map_binary_to_indices(label, image, cropper.image_threshold)
-            else:  # the same indices without listing every background voxel (see pe_segmentation.data.sampling)
-                fg = foreground_indices(label) if fg is None else torch.as_tensor(fg).cpu().numpy()
-                bg = BackgroundIndices(fg, math.prod(int(n) for n in shape))
-        size = [int(n) for n in fall_back_tuple(cropper.spatial_size, default=shape)]
-        # The sampled voxels themselves: MONAI's sampler with a 1-voxel crop, which it never moves.
-        voxels = generate_pos_neg_label_crop_centers(
-            (1,) * len(size),
-            cropper.num_samples,
-            cropper.pos_ratio,
-            shape,
-            fg,
-            bg,
-            cropper.R,
-            cropper.allow_smaller,
-        )
-        # A patch of size n centred at c covers [c - n // 2, c - n // 2 + n): a voxel v stays inside for centres
-        # v + d with d in [n // 2 - n + 1, n // 2]; pulling the centre back inside the volume keeps it there.
-        low = np.array([n // 2 - n + 1 for n in size])
-        high = np.array([n // 2 for n in size])
-        cropper.centers = [
-            correct_crop_centers(
-                np.asarray(voxel, dtype=int) + cropper.R.randint(low, high + 1),
-                size,
-                shape,
-                cropper.allow_smaller,
-            )
-            for voxel in voxels
-        ]
-
-    def __call__(self, data: Any, lazy: bool | None = None) -> list[dict]:
-        """The patches, each in its own memory: MONAI's crops are views of the volume, and no later transform
-        may write through them into a cached volume (see :data:`CACHE_READ_ONLY_ATTR`)."""
-        patches = super().__call__(data, lazy)
-        for patch in patches:
-            for key in self.key_iterator(patch):
-                if isinstance(patch[key], torch.Tensor) and not getattr(
-                    patch[key], "has_pending_operations", False
-                ):
-                    patch[key] = patch[key].clone()
-        return patches
 
 
 class BodyMask:
@@ -217,7 +128,7 @@ def _preprocessing_list(
     """The preprocessing steps as a flat list (so that dataset caching sees every deterministic step)."""
     image_key, label_keys = keys[0], keys[1:]
     steps: list[MapTransform] = [
-        LoadImaged(keys, reader=reader, image_only=True),
+        LoadImaged(keys, reader=reader, image_only=True),  # type: ignore[arg-type]  # MONAI annotates classes only
         EnsureChannelFirstd(keys, channel_dim="no_channel"),
     ]
     if label_keys:
@@ -276,56 +187,27 @@ def build_preprocessing(
     return _compose(_preprocessing_list(settings, keys, reader), fingerprint)
 
 
-def build_augmentation(
-    aug: AugmentationSettings,
-    spatial_dims: int,
-    patch_size: Sequence[int],
-    image_key: str = "image",
-    label_keys: Sequence[str] = ("label",),
-) -> list[MapTransform]:
-    """Random augmentation of patches: spatial (image and labels together), then intensity (image only).
-
-    One dictionary transform per operation over all keys, so image and labels receive the same random flip,
-    rotation and zoom and stay aligned; labels are resampled nearest-neighbour.
-
-    Args:
-        aug: augmentation settings.
-        spatial_dims: 2 (axial slices) or 3.
-        patch_size: spatial size of the patches (lets the random affine cache its sampling grid).
-        image_key: the image key (intensity augmentation applies to it only).
-        label_keys: label keys.
-    """
-    if spatial_dims not in (2, 3):
-        raise ConfigError(f"spatial_dims: expected 2 or 3, got {spatial_dims!r}")
-    if len(patch_size) != spatial_dims:
-        raise ConfigError(f"patch size {list(patch_size)} does not match spatial_dims={spatial_dims}")
-    keys = (image_key, *label_keys)
-    steps: list[MapTransform] = []
-    if aug.flip:
-        steps += [RandFlipd(keys, prob=aug.flip_prob, spatial_axis=axis) for axis in range(spatial_dims)]
-    if aug.rotate90:
-        # Quarter turns in the axial plane only: axes 0 and 1 are R and A after RAS reorientation.
-        steps.append(RandRotate90d(keys, prob=aug.prob, max_k=3, spatial_axes=(0, 1)))
-    if aug.has_affine:
-        angle = math.radians(aug.rotate_range_deg)
-        steps.append(
-            RandAffined(
-                keys,
-                spatial_size=tuple(patch_size),
-                prob=aug.prob,
-                rotate_range=(angle,) * (1 if spatial_dims == 2 else 3),
-                scale_range=(aug.scale_range,) * spatial_dims,
-                mode=["bilinear"] + ["nearest"] * len(label_keys),
-                padding_mode="zeros",
-                cache_grid=True,
-            )
-        )
-    if aug.scale_intensity > 0:
-        steps.append(RandScaleIntensityd(image_key, factors=aug.scale_intensity, prob=aug.prob))
-    if aug.shift_intensity > 0:
-        steps.append(RandShiftIntensityd(image_key, offsets=aug.shift_intensity, prob=aug.prob))
-    if aug.noise_std > 0:
-        steps.append(RandGaussianNoised(image_key, prob=aug.prob, mean=0.0, std=aug.noise_std))
+def _patch_steps(keys: tuple[str, ...], patch: PatchSettings) -> list[MapTransform]:
+    """Padding to the patch size, the cached foreground indices and the positive/negative patch sampling."""
+    crop = patch.crop_size
+    label_key = keys[1]
+    steps: list[MapTransform] = [
+        # Volumes smaller than a patch (e.g. a thin slab) are padded with 0 (= below the window) so that every
+        # patch has the configured size and patches batch together.
+        SpatialPadd(keys, spatial_size=crop, mode="constant", value=0),
+        ForegroundIndicesd(label_key),  # cached with the volume: sampling needs no pass over the label
+        RandOffsetPosNegCropd(
+            keys,
+            label_key=label_key,
+            spatial_size=crop,
+            pos=patch.pos_fraction,
+            neg=1.0 - patch.pos_fraction,
+            num_samples=patch.samples_per_volume,
+            fg_indices_key=f"{label_key}{FG_INDICES_POSTFIX}",
+        ),
+    ]
+    if patch.spatial_dims == 2:
+        steps.append(SqueezeDimd(keys, dim=-1))  # (C, H, W, 1) -> (C, H, W)
     return steps
 
 
@@ -339,9 +221,9 @@ def build_train_transforms(
     """Preprocessing, then ``samples_per_volume`` random patches per volume, then augmentation.
 
     Patches hold a label foreground voxel with probability ``patch.pos_fraction`` and a background voxel
-    otherwise, at a random place in the patch (:class:`RandOffsetPosNegCropd`). The chain returns a *list* of
-    patch dicts per volume; MONAI's ``DataLoader`` (``list_data_collate``) flattens them into one batch. In 2D mode each patch is one axial
-    slice ``(C, H, W)``.
+    otherwise, at a random place in the patch (:class:`~pe_segmentation.data.sampling.RandOffsetPosNegCropd`).
+    The chain returns a *list* of patch dicts per volume; MONAI's ``DataLoader`` (``list_data_collate``)
+    flattens them into one batch. In 2D mode each patch is one axial slice ``(C, H, W)``.
 
     Args:
         pre: preprocessing settings (``None``: defaults).
@@ -356,29 +238,9 @@ def build_train_transforms(
     if len(keys) < 2:
         raise ConfigError(f"training needs an image and a label key, got {list(keys)}")
     reader = default_reader() if reader is None else reader
-    image_key, label_keys = keys[0], keys[1:]
-    crop = patch.crop_size
-    pos = patch.pos_fraction
-    steps: list[Any] = _preprocessing_list(pre, keys, reader)
-    steps += [
-        # Volumes smaller than a patch (e.g. a thin slab) are padded with 0 (= below the window) so that every
-        # patch has the configured size and patches batch together.
-        SpatialPadd(keys, spatial_size=crop, mode="constant", value=0),
-        ForegroundIndicesd(label_keys[0]),  # cached with the volume: sampling needs no pass over the label
-        RandOffsetPosNegCropd(
-            keys,
-            label_key=label_keys[0],
-            spatial_size=crop,
-            pos=pos,
-            neg=1.0 - pos,
-            num_samples=patch.samples_per_volume,
-            fg_indices_key=f"{label_keys[0]}{FG_INDICES_POSTFIX}",
-        ),
-    ]
-    if patch.spatial_dims == 2:
-        steps.append(SqueezeDimd(keys, dim=-1))  # (C, H, W, 1) -> (C, H, W)
+    steps: list[MapTransform] = _preprocessing_list(pre, keys, reader) + _patch_steps(keys, patch)
     if aug is not None:
-        steps += build_augmentation(aug, patch.spatial_dims, patch.patch_size or (), image_key, label_keys)
+        steps += build_augmentation(aug, patch.spatial_dims, patch.patch_size or (), keys[0], keys[1:])
         steps.append(EnsureTyped(keys, dtype=torch.float32))
     # Only the deterministic prefix (preprocessing and padding) is cached, so only it enters the fingerprint.
     fingerprint = transform_fingerprint(
@@ -386,8 +248,8 @@ def build_train_transforms(
         keys=keys,
         reader=type(reader).__name__,
         pre=pre.to_dict(),
-        pad=list(crop),
-        fg_indices=label_keys[0],
+        pad=list(patch.crop_size),
+        fg_indices=keys[1],
     )
     compose = _compose(steps, fingerprint)
     # the first random step is RandOffsetPosNegCropd, which only reads the volume and returns copies

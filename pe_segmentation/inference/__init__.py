@@ -26,16 +26,10 @@ from pe_segmentation.inference.postprocess import (
     probability_to_mask,
     remove_small_components,
 )
-from pe_segmentation.inference.predictor import (
-    FAST_OVERLAP,
-    FAST_SPACING_FACTOR,
-    EmbolusLogit,
-    Prediction,
-    Predictor,
-    flip_combinations,
-)
+from pe_segmentation.inference.predictor import FAST_OVERLAP, FAST_SPACING_FACTOR, Prediction, Predictor
 from pe_segmentation.inference.report import case_report, clot_report, file_sha256
 from pe_segmentation.inference.runner import PredictorSpec, launcher_shard, run_cases
+from pe_segmentation.inference.window_network import EmbolusLogit, flip_combinations
 
 __all__ = [
     "FAST_OVERLAP",

@@ -208,33 +208,29 @@ def write_case(
         The report.
     """
     timings = {**(seconds or {}), **prediction.seconds}
+    probability = prediction.probability if options.probability else None
     outputs: dict[str, str] = {"mask": MASK_NAME}
-    if options.probability and prediction.probability is not None:
+    if probability is not None:
         outputs["probability"] = PROBABILITY_NAME
-
-    def write_nifti() -> float:
-        begin = time.perf_counter()
-        write_volume(prediction.mask, folder / MASK_NAME)
-        if "probability" in outputs:
-            write_volume(prediction.probability, folder / PROBABILITY_NAME)  # type: ignore[arg-type]
-        return time.perf_counter() - begin
-
     # NIfTI compression runs in C without the GIL: it overlaps the DICOM SEG, report and preview
     with ThreadPoolExecutor(max_workers=1) as pool:
-        nifti = pool.submit(write_nifti)
+        nifti = pool.submit(_write_nifti, prediction.mask, probability, folder)
         if options.dicom_seg and can_write_dicom_seg(prediction.image):
-            start = time.perf_counter()
-            write_dicom_seg(
-                prediction.mask.array,
-                prediction.image,
-                folder / SEG_NAME,
-                model_name=f"pe-seg {model.get('name') or 'model'}",
-                model_version=str(model.get("sha256", ""))[:16],
-                keep_phi=options.keep_phi,
-            )
+            timings["write_dicom_seg"] = _write_seg(prediction, folder, model, options.keep_phi)
             outputs["dicom_seg"] = SEG_NAME
-            timings["write_dicom_seg"] = time.perf_counter() - start
-        report = _report_and_preview(prediction, folder, case, options, model, settings, timings, outputs)
+        report = case_report(
+            case,
+            prediction.image,
+            prediction.mask.array,
+            prediction.roi,
+            prediction.roi_probability,
+            settings,
+            timings,
+            model,
+            outputs,
+        )
+        if options.preview:
+            _add_preview(report, prediction, folder / PREVIEW_NAME, case, options.hu_window)
         report["seconds"]["write_nifti"] = round(nifti.result(), 3)
     report["outputs"]["report"] = REPORT_NAME
     if options.keep_phi:
@@ -245,37 +241,42 @@ def write_case(
     return report
 
 
-def _report_and_preview(
-    prediction: Prediction,
-    folder: Path,
-    case: str,
-    options: OutputOptions,
-    model: Mapping[str, Any],
-    settings: Mapping[str, Any],
-    timings: Mapping[str, float],
-    outputs: Mapping[str, str],
-) -> dict[str, Any]:
-    report = case_report(
-        case,
+def _write_nifti(mask: Volume, probability: Volume | None, folder: Path) -> float:
+    """Write the mask (and the probability map); the seconds it took."""
+    begin = time.perf_counter()
+    write_volume(mask, folder / MASK_NAME)
+    if probability is not None:
+        write_volume(probability, folder / PROBABILITY_NAME)
+    return time.perf_counter() - begin
+
+
+def _write_seg(prediction: Prediction, folder: Path, model: Mapping[str, Any], keep_phi: bool) -> float:
+    """Write the mask as a DICOM SEG of the input series; the seconds it took."""
+    start = time.perf_counter()
+    write_dicom_seg(
+        prediction.mask.array,
+        prediction.image,
+        folder / SEG_NAME,
+        model_name=f"pe-seg {model.get('name') or 'model'}",
+        model_version=str(model.get("sha256", ""))[:16],
+        keep_phi=keep_phi,
+    )
+    return time.perf_counter() - start
+
+
+def _add_preview(
+    report: dict[str, Any], prediction: Prediction, path: Path, case: str, hu_window: tuple[float, float]
+) -> None:
+    """Write the preview PNG through the report's clots; note it (and its time) in the report."""
+    start = time.perf_counter()
+    totals = report["totals"]
+    save_preview(
         prediction.image,
         prediction.mask.array,
-        prediction.roi,
-        prediction.roi_probability,
-        settings,
-        timings,
-        model,
-        outputs,
+        report["clots"],
+        path,
+        hu_window,
+        title=f"{case}: {totals['clot_count']} clot(s), {totals['clot_burden_ml']:.2f} mL",
     )
-    if options.preview:
-        start = time.perf_counter()
-        save_preview(
-            prediction.image,
-            prediction.mask.array,
-            report["clots"],
-            folder / PREVIEW_NAME,
-            options.hu_window,
-            title=f"{case}: {report['totals']['clot_count']} clot(s), {report['totals']['clot_burden_ml']:.2f} mL",
-        )
-        report["outputs"]["preview"] = PREVIEW_NAME
-        report["seconds"]["write_preview"] = round(time.perf_counter() - start, 3)
-    return report
+    report["outputs"]["preview"] = PREVIEW_NAME
+    report["seconds"]["write_preview"] = round(time.perf_counter() - start, 3)

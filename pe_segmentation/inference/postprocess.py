@@ -14,8 +14,9 @@ module holds no second copy of the preprocessing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 from scipy import ndimage
@@ -29,7 +30,28 @@ ALIGNMENT_TOLERANCE = 1e-6
 #: Memory order of the arrays made on the original grid: Fortran, the order of DICOM frames and of NIfTI, NRRD
 #: and MHA voxels, so that the NIfTI and DICOM SEG writers need no 3D transpose (0.5 s each on a 512x512x300
 #: CT; with it the SEG took 1.0-1.5 s and the NIfTI 0.6 s, without it 0.5 s and 0.07 s).
-ORIGINAL_GRID_ORDER = "F"
+ORIGINAL_GRID_ORDER: Literal["C", "F"] = "F"
+
+
+def as_box(slices: Iterable[slice]) -> Box:
+    """Three slices, one per axis, as a :data:`Box`."""
+    x, y, z = slices
+    return (x, y, z)
+
+
+def box_in(outer: Box, inner: Box) -> Box:
+    """``inner``, given relative to the start of ``outer``, in the coordinates ``outer`` is given in."""
+    return as_box(slice(o.start + i.start, o.start + i.stop) for o, i in zip(outer, inner, strict=True))
+
+
+def _int_triple(values: Iterable[Any]) -> tuple[int, int, int]:
+    x, y, z = (int(v) for v in values)
+    return (x, y, z)
+
+
+def _float_triple(values: Iterable[Any]) -> tuple[float, float, float]:
+    x, y, z = (float(v) for v in values)
+    return (x, y, z)
 
 
 def remove_small_components(
@@ -68,7 +90,7 @@ def bounding_box(mask: np.ndarray) -> Box | None:
         if hits.size == 0:
             return None
         box.append(slice(int(hits[0]), int(hits[-1]) + 1))
-    return tuple(box)  # type: ignore[return-value]
+    return as_box(box)
 
 
 def _axis_aligned(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -132,7 +154,7 @@ class GridMapping:
                 the original grid (not something pe-seg's preprocessing produces).
         """
         original_affine = np.asarray(original_affine, dtype=np.float64)
-        original_shape = tuple(int(s) for s in original_shape)
+        shape = _int_triple(original_shape)
         to_network = np.linalg.inv(np.asarray(network_affine, dtype=np.float64)) @ original_affine
         aligned = _axis_aligned(to_network[:3, :3])
         if aligned is None:
@@ -152,18 +174,18 @@ class GridMapping:
             shift = to_cropped[crop_axes[axis], 3]
             ends = sorted(((0 - shift) / crop_sign[axis], (size - 1 - shift) / crop_sign[axis]))
             low = max(0, round(ends[0]))
-            high = min(original_shape[axis], round(ends[1]) + 1)
+            high = min(shape[axis], round(ends[1]) + 1)
             body.append(slice(low, max(low, high)))
         return cls(
-            original_shape=original_shape,  # type: ignore[arg-type]
-            network_shape=tuple(int(s) for s in network_shape),  # type: ignore[arg-type]
-            axes=tuple(int(a) for a in axes),  # type: ignore[arg-type]
-            scale=tuple(float(s) for s in scale),  # type: ignore[arg-type]
-            offset=tuple(float(o) for o in offset),  # type: ignore[arg-type]
-            body_box=tuple(body),  # type: ignore[arg-type]
+            original_shape=shape,
+            network_shape=_int_triple(network_shape),
+            axes=_int_triple(axes),
+            scale=_float_triple(scale),
+            offset=_float_triple(offset),
+            body_box=as_box(body),
         )
 
-    def original_box(self, low: Sequence[int], high: Sequence[int]) -> Box | None:
+    def original_box(self, low: Sequence[int] | np.ndarray, high: Sequence[int] | np.ndarray) -> Box | None:
         """Original voxels whose interpolated value can depend on network voxels in ``[low, high]``
         (inclusive, network axes), clipped to the body box; ``None`` when no such voxel exists.
 
@@ -189,7 +211,7 @@ class GridMapping:
             if stop <= start:
                 return None
             box.append(slice(start, stop))
-        return tuple(box)  # type: ignore[return-value]
+        return as_box(box)
 
     def sample(self, values: np.ndarray, box: Box) -> np.ndarray:
         """Trilinear interpolation of a network-grid map at the original voxels of ``box``.
@@ -243,7 +265,7 @@ class GridMapping:
         for start in range(body[axis].start, body[axis].stop, slab):
             box = list(body)
             box[axis] = slice(start, min(start + slab, body[axis].stop))
-            out[tuple(box)] = self.sample(values, tuple(box))  # type: ignore[arg-type]
+            out[tuple(box)] = self.sample(values, as_box(box))
         return out
 
 
@@ -281,7 +303,7 @@ def _candidate_boxes(probability: np.ndarray, threshold: float) -> list[tuple[np
 
 
 def _union(boxes: Sequence[Box]) -> Box:
-    return tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(3))  # type: ignore[return-value]
+    return as_box(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(3))
 
 
 def _volume(box: Box) -> int:
@@ -334,5 +356,4 @@ def probability_to_mask(
     roi = bounding_box(mask[union])
     if roi is None:
         return MaskResult(mask, None, None)
-    global_roi = tuple(slice(r.start + u.start, r.stop + u.start) for r, u in zip(roi, union, strict=True))
-    return MaskResult(mask, global_roi, values[roi].copy())  # type: ignore[arg-type]
+    return MaskResult(mask, box_in(union, roi), values[roi].copy())

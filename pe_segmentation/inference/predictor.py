@@ -7,20 +7,22 @@ channels-last from :class:`~pe_segmentation.runtime.inferer.AutocastInferer`.
 Where time goes is chosen with care, since inference is what users run most, often on a CPU:
 
 * the CT is read once (the writers need its DICOM identity and geometry too) and handed to the transform
-  chain through :class:`PreloadedReader`, already in the memory layout MONAI wants;
-* each window yields one channel, the embolus logit (:class:`EmbolusLogit`), so the sliding-window buffers
-  hold one channel instead of one per class, and no multi-class logits exist at the original resolution;
+  chain through :class:`~pe_segmentation.inference.preloaded.PreloadedReader`, already in the memory layout
+  MONAI wants;
+* each window yields one channel, the embolus logit
+  (:class:`~pe_segmentation.inference.window_network.EmbolusLogit`), so the sliding-window buffers hold one
+  channel instead of one per class, and no multi-class logits exist at the original resolution;
 * the probability is brought back to the original grid only around voxels that can reach the threshold
   (:func:`~pe_segmentation.inference.postprocess.probability_to_mask`), unless the whole map is asked for.
 """
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,13 +37,17 @@ from pe_segmentation.config import Config, replace_section
 from pe_segmentation.data.transforms import build_inference_transforms
 from pe_segmentation.errors import CheckpointError, ConfigError
 from pe_segmentation.inference.postprocess import (
+    Box,
     GridMapping,
+    MaskResult,
     bounding_box,
+    box_in,
     probability_to_mask,
     remove_small_components,
 )
+from pe_segmentation.inference.preloaded import PreloadedReader
+from pe_segmentation.inference.window_network import EmbolusLogit, flip_combinations
 from pe_segmentation.io.loader import load_volume
-from pe_segmentation.io.monai_reader import PESegReader
 from pe_segmentation.io.volume import Volume
 from pe_segmentation.networks import build_network
 from pe_segmentation.runtime.allocator import keep_freed_memory
@@ -72,123 +78,12 @@ class Prediction:
     """
 
     mask: Volume
-    roi: tuple[slice, slice, slice] | None
+    roi: Box | None
     roi_probability: np.ndarray | None
     probability: Volume | None
     image: Volume
     seconds: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
-
-
-def c_order(array: np.ndarray, dtype: np.dtype | type = np.float32) -> np.ndarray:
-    """``array`` as a C-contiguous ``dtype`` array (what MONAI's ``LoadImage`` makes of it), copied fast.
-
-    A DICOM volume is stored slice by slice, so its ``[i, j, k]`` array is Fortran-ordered and a C-order copy
-    is a full 3D transpose, which NumPy and torch do at about 1 s for a 512 x 512 x 300 CT. Copying (and
-    converting) one ``[:, j, :]`` plane at a time keeps source and destination of each step in cache, several
-    times faster, and makes one array instead of a transposed copy and then a converted one.
-    """
-    if array.ndim != 3 or (array.flags.c_contiguous and array.dtype == dtype):
-        return np.ascontiguousarray(array, dtype=dtype)
-    out = np.empty(array.shape, dtype=dtype)
-    plane = np.empty((array.shape[0], array.shape[2]), dtype=array.dtype)  # transpose first, convert after
-    for j in range(array.shape[1]):
-        plane[...] = array[:, j, :]
-        out[:, j, :] = plane
-    return out
-
-
-class PreloadedReader(PESegReader):
-    """Serve an already-read :class:`Volume` to ``LoadImaged``, so that a case is read from disk once.
-
-    The voxels are handed over as the C-contiguous float32 array that ``LoadImaged`` would make of them, only
-    faster (:func:`c_order`).
-    """
-
-    def __init__(self, volume: Volume) -> None:
-        super().__init__(series_uid=None, dtype=None)
-        self.volume = volume
-
-    def verify_suffix(self, filename: Any) -> bool:
-        return True
-
-    def read(self, data: Any, **kwargs: Any) -> list[Volume]:
-        return [self.volume]
-
-    def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
-        array, meta = super().get_data(img)
-        return c_order(array), meta
-
-
-def flip_combinations(spatial_dims: int) -> list[tuple[int, ...]]:
-    """Every subset of the spatial axes of a ``(B, C, *spatial)`` batch: ``()`` (no flip) first, then
-    single-axis flips, and so on (8 for 3D, 4 for 2D)."""
-    axes = range(2, 2 + spatial_dims)
-    return [combo for r in range(spatial_dims + 1) for combo in itertools.combinations(axes, r)]
-
-
-class EmbolusLogit(nn.Module):
-    """A network whose windows yield one channel: the embolus log-odds (optionally averaged over flips).
-
-    For ``C`` output classes with the embolus at index ``embolus_channel`` (1), the log-odds is
-    ``logit[1] - logsumexp(other logits)``, so ``sigmoid`` of it is the softmax probability of the embolus
-    class; for 2 classes it is ``logit[1] - logit[0]``, which is linear in the logits, so Gaussian blending
-    of windows gives exactly the log-odds of the blended logits that MONAI would compute. A 1-channel network
-    is taken as a sigmoid network. Logits are taken in float32 even under autocast.
-
-    Args:
-        network: the segmentation network (eval mode is set by the caller).
-        embolus_channel: output channel of the embolus class.
-        flips: test-time augmentation: the axes to flip for each pass (``[()]``: no augmentation); the
-            log-odds of all passes are averaged after flipping each back.
-        memory_format: memory format of each network input (flipping returns a standard-layout tensor).
-    """
-
-    def __init__(
-        self,
-        network: nn.Module,
-        embolus_channel: int = 1,
-        flips: Sequence[tuple[int, ...]] = ((),),
-        memory_format: torch.memory_format | None = None,
-    ) -> None:
-        super().__init__()
-        if not flips:
-            raise ValueError("flips must hold at least one entry (() means no flip)")
-        self.network = network
-        self.embolus_channel = int(embolus_channel)
-        self.flips = [tuple(int(a) for a in f) for f in flips]
-        self.memory_format = memory_format
-
-    def log_odds(self, logits: torch.Tensor) -> torch.Tensor:
-        """``(B, C, ...)`` logits to ``(B, 1, ...)`` float32 embolus log-odds."""
-        logits = logits.float()
-        channels = logits.shape[1]
-        if channels == 1:
-            return logits
-        index = self.embolus_channel
-        if not 0 <= index < channels:
-            raise ValueError(f"embolus channel {index} is not among the network's {channels} outputs")
-        target = logits[:, index : index + 1]
-        others = torch.cat([logits[:, :index], logits[:, index + 1 :]], dim=1)
-        if channels == 2:
-            return target - others
-        return target - torch.logsumexp(others, dim=1, keepdim=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        total = None
-        for axes in self.flips:
-            inputs = torch.flip(x, axes) if axes else x
-            if axes and self.memory_format is not None:
-                inputs = inputs.contiguous(memory_format=self.memory_format)
-            outputs = self.network(inputs)
-            if isinstance(outputs, (list, tuple)):  # deep supervision outside eval mode: the final output
-                outputs = outputs[0]
-            logit = self.log_odds(outputs)
-            if axes:
-                logit = torch.flip(logit, axes)
-            total = logit if total is None else total + logit
-        assert total is not None
-        return total if len(self.flips) == 1 else total / len(self.flips)
 
 
 def _fast_config(config: Config) -> Config:
@@ -199,6 +94,14 @@ def _fast_config(config: Config) -> Config:
         return config
     coarser = [None if v is None else float(v) * FAST_SPACING_FACTOR for v in spacing]
     return replace_section(config, "preprocessing", spacing=coarser)
+
+
+@contextlib.contextmanager
+def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
+    """Record the wall time of the ``with`` body as ``seconds[stage]``."""
+    start = time.perf_counter()
+    yield
+    seconds[stage] = time.perf_counter() - start
 
 
 def _split_at_resampling(chain: Compose) -> tuple[Compose, Compose]:
@@ -279,7 +182,7 @@ class Predictor:
             self.memory_format = torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
         network = network.to(self.device).eval()
         if self.memory_format is not None:
-            network = network.to(memory_format=self.memory_format)
+            network = network.to(memory_format=self.memory_format)  # type: ignore[call-overload]  # stubs omit it
         self.network = network
         flips = flip_combinations(spatial_dims) if self.tta else [()]
         self.window_network = EmbolusLogit(network, flips=flips, memory_format=self.memory_format).eval()
@@ -353,6 +256,9 @@ class Predictor:
     ) -> Prediction:
         """Segment one CT; outputs share the input's shape and affine.
 
+        Four timed stages (``Prediction.seconds``): read the CT, preprocess it onto the network grid, run
+        the sliding window, and bring the probability back to the input grid as a mask.
+
         Args:
             image: a read :class:`Volume` (HU), or a DICOM folder/file or NIfTI/NRRD/MHA file to read.
             series_uid: for a DICOM folder with several series, the series to read (default: the series rule).
@@ -362,19 +268,31 @@ class Predictor:
             InputDataError: the input cannot be read or is not a usable CT.
         """
         seconds: dict[str, float] = {}
-        start = time.perf_counter()
-        volume = image if isinstance(image, Volume) else load_volume(image, series_uid)
-        seconds["load"] = time.perf_counter() - start
+        with _timed(seconds, "load"):
+            volume = image if isinstance(image, Volume) else load_volume(image, series_uid)
+        with _timed(seconds, "preprocess"):
+            tensor, mapping = self._preprocess(volume)
+        with _timed(seconds, "network"):
+            probability, stitch = self._network_probability(tensor)
+        with _timed(seconds, "postprocess"):
+            result = probability_to_mask(probability, mapping, self.threshold, full_probability)
+            result = self._drop_small_clots(result, volume)
+        return self._prediction(volume, result, mapping, stitch, seconds)
 
-        start = time.perf_counter()
+    def _preprocess(self, volume: Volume) -> tuple[torch.Tensor, GridMapping]:
+        """The preprocessed ``(1, *spatial)`` image and where its grid lies in the input's.
+
+        The chain runs in two parts, so that the grid after the body crop (before resampling) is known: it
+        fixes the body box of :class:`GridMapping`. Resampling and windowing run on the GPU when the
+        stitching does (MONAI's transforms follow their input's device): on an H200 they took 1.9 s of the
+        CPU's time per 512x512x300 CT, a quarter of the whole case.
+        """
         chain = build_inference_transforms(self.config.preprocessing, reader=PreloadedReader(volume))
         before, after = _split_at_resampling(chain)
         data = before({"image": str(volume.metadata.get("source", "volume"))})
         cropped_affine = convert_to_numpy(data["image"].affine, dtype=np.float64)
         cropped_shape = tuple(data["image"].shape[1:])
         if stitch_device(self.device, 2 * int(np.prod(cropped_shape))).type == "cuda":
-            # resampling and windowing on the GPU too (MONAI's transforms follow their input's device): on an
-            # H200 they took 1.9 s of the CPU's time per 512x512x300 CT, a quarter of the whole case
             data["image"] = data["image"].to(self.device)
         data = after(data)
         prepared = data["image"]
@@ -387,29 +305,30 @@ class Predictor:
             tuple(prepared.shape[1:]),
         )
         tensor = prepared.as_tensor() if hasattr(prepared, "as_tensor") else torch.as_tensor(prepared)
-        del data, prepared
-        seconds["preprocess"] = time.perf_counter() - start
+        return tensor, mapping
 
-        start = time.perf_counter()
-        probability, stitch = self._network_probability(tensor)
-        seconds["network"] = time.perf_counter() - start
+    def _drop_small_clots(self, result: MaskResult, volume: Volume) -> MaskResult:
+        """``result`` without clots under ``min_volume_mm3`` (the mask is edited in place), its box shrunk."""
+        if result.roi is None or self.min_volume_mm3 <= 0:
+            return result
+        roi = result.roi
+        kept = remove_small_components(result.mask[roi], volume.spacing, self.min_volume_mm3)
+        result.mask[roi] = kept
+        inner = bounding_box(kept)
+        if inner is None:
+            return MaskResult(result.mask, None, None, result.probability)
+        assert result.roi_probability is not None  # a MaskResult with a box has its probability
+        return MaskResult(result.mask, box_in(roi, inner), result.roi_probability[inner], result.probability)
 
-        start = time.perf_counter()
-        result = probability_to_mask(probability, mapping, self.threshold, full_probability)
-        mask, roi, roi_probability = result.mask, result.roi, result.roi_probability
-        if roi is not None and self.min_volume_mm3 > 0:
-            kept = remove_small_components(mask[roi], volume.spacing, self.min_volume_mm3)
-            mask[roi] = kept
-            inner = bounding_box(kept)
-            if inner is None:
-                roi, roi_probability = None, None
-            else:
-                roi_probability = roi_probability[inner]  # type: ignore[index]
-                roi = tuple(
-                    slice(r.start + i.start, r.start + i.stop) for r, i in zip(roi, inner, strict=True)
-                )  # type: ignore[assignment]
-        seconds["postprocess"] = time.perf_counter() - start
-
+    def _prediction(
+        self,
+        volume: Volume,
+        result: MaskResult,
+        mapping: GridMapping,
+        stitch: torch.device,
+        seconds: dict[str, float],
+    ) -> Prediction:
+        """The :class:`Prediction`: the mask (and full map) as volumes on the input grid, and how it was run."""
         source = {"source": volume.metadata.get("source", "")}
         details = {
             **self.settings(),
@@ -421,9 +340,9 @@ class Predictor:
         if result.probability is not None:
             full = Volume(result.probability, volume.affine.copy(), dict(source))
         return Prediction(
-            mask=Volume(mask, volume.affine.copy(), dict(source)),
-            roi=roi,
-            roi_probability=roi_probability,
+            mask=Volume(result.mask, volume.affine.copy(), dict(source)),
+            roi=result.roi,
+            roi_probability=result.roi_probability,
             probability=full,
             image=volume,
             seconds=seconds,

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from pe_segmentation.inference.postprocess import CONNECTIVITY
+from pe_segmentation.inference.postprocess import CONNECTIVITY, Box
 from pe_segmentation.io.volume import LPS_TO_RAS, Volume
 from pe_segmentation.versions import package_versions
 
@@ -144,7 +144,7 @@ def case_report(
     case: str,
     image: Volume,
     mask: np.ndarray,
-    roi: tuple[slice, slice, slice] | None,
+    roi: Box | None,
     roi_probability: np.ndarray | None,
     settings: Mapping[str, Any],
     seconds: Mapping[str, float],
@@ -167,8 +167,8 @@ def case_report(
     if roi is None:
         clots: list[dict[str, Any]] = []
     else:
-        offset = tuple(s.start for s in roi)
-        clots = clot_report(mask[roi], roi_probability, image.affine, offset)  # type: ignore[arg-type]
+        offset = (roi[0].start, roi[1].start, roi[2].start)
+        clots = clot_report(mask[roi], roi_probability, image.affine, offset)
     voxel_ml = abs(float(np.linalg.det(image.affine[:3, :3]))) / 1000.0
     total_voxels = sum(c["voxels"] for c in clots)
     return {

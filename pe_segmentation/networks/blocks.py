@@ -57,6 +57,12 @@ class InstanceNorm(nn.GroupNorm):
         return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
 
 
+def level_channels(base_channels: int, depth: int, cap: int | None = None) -> list[int]:
+    """Channels of each of the ``depth + 1`` levels: ``base_channels`` doubled per level, at most ``cap``."""
+    widths = [base_channels * 2**level for level in range(depth + 1)]
+    return [min(w, cap) for w in widths] if cap else widths
+
+
 def _check_norm(norm: NormSpec) -> None:
     if norm is None or isinstance(norm, tuple):
         return
@@ -323,54 +329,3 @@ def make_upsample(spatial_dims: int, in_channels: int, out_channels: int, mode: 
 def make_head(spatial_dims: int, in_channels: int, out_channels: int) -> nn.Module:
     """1x1[x1] convolution from features to class logits."""
     return Conv[Conv.CONV, spatial_dims](in_channels, out_channels, kernel_size=1)
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Zero-pad the spatial dims of ``x`` (at their far end) up to the next multiple of ``multiple``."""
-    pad: list[int] = []
-    needed = False
-    # F.pad lists the last dimension first
-    for d in range(x.dim() - 1, 1, -1):
-        extra = (multiple - x.shape[d] % multiple) % multiple
-        needed = needed or extra > 0
-        pad += [0, extra]
-    if not needed:
-        return x
-    return F.pad(x, pad)
-
-
-def crop_to(y: torch.Tensor, size: list[int]) -> torch.Tensor:
-    """Crop the trailing ``len(size)`` dims of ``y`` to ``size`` (undoes :func:`pad_to_multiple`).
-
-    Works on stacked deep-supervision outputs ``(B, N, C, *spatial)`` too, because it only looks at trailing
-    dims.
-    """
-    offset = y.dim() - len(size)
-    for d, s in enumerate(size):
-        if y.shape[offset + d] != s:
-            y = y.narrow(offset + d, 0, s)
-    return y
-
-
-def check_divisible(size: list[int], multiple: int) -> None:
-    """Raise ``ValueError`` naming the sizes that work if any spatial size is not a multiple of ``multiple``.
-
-    Written with plain string concatenation so that it stays inside TorchScript-compiled ``forward`` methods.
-    """
-    for s in size:
-        if s % multiple != 0:
-            lower = multiple * max(1, s // multiple)
-            upper = multiple * (s // multiple + 1)
-            raise ValueError(
-                "spatial size "
-                + str(size)
-                + " must be a multiple of "
-                + str(multiple)
-                + " (2**depth) along every axis, e.g. "
-                + str(lower)
-                + " or "
-                + str(upper)
-                + " instead of "
-                + str(s)
-                + "; build the network with pad_input=True to pad and crop back automatically."
-            )

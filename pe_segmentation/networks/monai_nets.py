@@ -22,12 +22,8 @@ import torch.nn as nn
 from monai.networks.nets import AttentionUnet, BasicUNetPlusPlus, DynUNet, SegResNet, SwinUNETR
 from monai.networks.nets import UNet as MonaiUNet
 
-from pe_segmentation.networks.blocks import (
-    NormSpec,
-    check_common_args,
-    crop_to,
-    pad_to_multiple,
-)
+from pe_segmentation.networks.blocks import NormSpec, check_common_args, level_channels
+from pe_segmentation.networks.padding import crop_to, pad_to_multiple
 
 
 class MonaiNetwork(nn.Module):
@@ -81,11 +77,6 @@ def _monai_norm(norm: NormSpec, channels: int) -> str | tuple:
     )
 
 
-def _channels(base_channels: int, depth: int, cap: int | None = None) -> list[int]:
-    widths = [base_channels * 2**level for level in range(depth + 1)]
-    return [min(w, cap) for w in widths] if cap else widths
-
-
 def build_monai_unet(
     spatial_dims: int = 3,
     in_channels: int = 1,
@@ -103,7 +94,7 @@ def build_monai_unet(
         spatial_dims=spatial_dims,
         in_channels=in_channels,
         out_channels=out_channels,
-        channels=_channels(base_channels, depth),
+        channels=level_channels(base_channels, depth),
         strides=[2] * depth,
         num_res_units=num_res_units,
         norm=_monai_norm(norm, base_channels),
@@ -130,7 +121,7 @@ def build_monai_attention_unet(
         spatial_dims=spatial_dims,
         in_channels=in_channels,
         out_channels=out_channels,
-        channels=_channels(base_channels, depth),
+        channels=level_channels(base_channels, depth),
         strides=[2] * depth,
         dropout=dropout,
         **native,
@@ -230,7 +221,7 @@ def build_monai_dynunet(
         kernel_size=[3] * (depth + 1),
         strides=[1] + [2] * depth,
         upsample_kernel_size=[2] * depth,
-        filters=_channels(base_channels, depth, cap=max_channels),
+        filters=level_channels(base_channels, depth, cap=max_channels),
         norm_name=_monai_norm(norm, base_channels),
         dropout=dropout or None,
         deep_supervision=deep_supervision,

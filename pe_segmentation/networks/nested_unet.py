@@ -20,14 +20,12 @@ from pe_segmentation.networks.blocks import (
     ConvBlock,
     NormSpec,
     check_common_args,
-    check_divisible,
-    crop_to,
-    make_downsample,
+    level_channels,
     make_head,
     make_upsample,
-    pad_to_multiple,
 )
-from pe_segmentation.networks.unet import EncoderStage
+from pe_segmentation.networks.padding import crop_to, fit_to_multiple
+from pe_segmentation.networks.unet import build_encoder
 
 
 class NestedNode(nn.Module):
@@ -41,6 +39,26 @@ class NestedNode(nn.Module):
     def forward(self, below: torch.Tensor, same_level: list[torch.Tensor]) -> torch.Tensor:
         # list concatenation rather than [*same_level, ...]: TorchScript has no starred expressions
         return self.block(torch.cat(same_level + [self.up(below)], dim=1))  # noqa: RUF005
+
+
+class NestedColumn(nn.ModuleList):
+    """Decoder column ``j`` of UNet++: its nodes ``X[0][j+1], X[1][j+1], ...``, one per level, top first.
+
+    A ``ModuleList`` (so checkpoints keep the keys ``columns.<j>.<i>``) whose ``forward`` appends each needed
+    node to the table of computed nodes.
+    """
+
+    def forward(self, nodes: list[list[torch.Tensor]], j: int, last: int) -> None:
+        """Append ``X[i][j+1]`` to ``nodes[i]`` for every level ``i`` with ``i + j + 1 <= last``.
+
+        Args:
+            nodes: ``nodes[i]`` holds ``X[i][0], ..., X[i][j]``; grown in place.
+            j: this column's index in ``columns`` (its nodes are ``X[.][j+1]``).
+            last: the deepest column computed (pruned inference stops early).
+        """
+        for i, node in enumerate(self):
+            if i + j + 1 <= last:
+                nodes[i].append(node(nodes[i + 1][j], nodes[i]))
 
 
 class NestedUNet(nn.Module):
@@ -93,22 +111,16 @@ class NestedUNet(nn.Module):
         self.inference_level = depth
         self.set_inference_level(depth if inference_level is None else inference_level)
 
-        channels = [base_channels * 2**level for level in range(depth + 1)]
+        channels = level_channels(base_channels, depth)
 
         def block(cin: int, cout: int) -> nn.Module:
             return ConvBlock(spatial_dims, cin, cout, norm=norm, act=act, dropout=dropout)
 
-        self.encoder = nn.ModuleList(
-            [EncoderStage(block(in_channels, channels[0]))]
-            + [
-                EncoderStage(block(channels[i - 1], channels[i]), make_downsample(spatial_dims))
-                for i in range(1, depth + 1)
-            ]
-        )
+        self.encoder = build_encoder(block, spatial_dims, in_channels, channels)
         # columns[j - 1][i] is node X[i][j]; X[i][j] concatenates j same-level maps and one up-sampled map
         self.columns = nn.ModuleList(
             [
-                nn.ModuleList(
+                NestedColumn(
                     [
                         NestedNode(
                             up=make_upsample(spatial_dims, channels[i + 1], channels[i], upsample),
@@ -138,10 +150,7 @@ class NestedUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         size = list(x.shape[2:])
-        if self.pad_input:
-            x = pad_to_multiple(x, self.multiple)
-        else:
-            check_divisible(size, self.multiple)
+        x = fit_to_multiple(x, self.multiple, self.pad_input)
         all_heads = self.training and self.deep_supervision
         last = self.depth if all_heads else self.inference_level
 
@@ -152,9 +161,7 @@ class NestedUNet(nn.Module):
                 x = stage(x)
                 nodes.append([x])
         for j, column in enumerate(self.columns):
-            for i, node in enumerate(column):
-                if i + j + 1 <= last:
-                    nodes[i].append(node(nodes[i + 1][j], nodes[i]))
+            column(nodes, j, last)
 
         outputs: list[torch.Tensor] = []
         if self.deep_supervision:

@@ -55,7 +55,7 @@ class NetworkSpec:
             if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"
         }
         if self.native is not None:
-            native = inspect.signature(self.native.__init__).parameters
+            native = inspect.signature(self.native).parameters  # the constructor's
             names |= {n for n in native if n != "self" and n not in self.translated}
         return sorted(names)
 

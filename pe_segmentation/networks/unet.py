@@ -1,7 +1,8 @@
 """The UNet family: UNet, R2UNet, Attention UNet and R2-Attention UNet on one encoder/decoder skeleton.
 
 The four networks differ only in two choices, so they are one class, :class:`EncoderDecoderUNet`, and four
-thin subclasses that fix those choices:
+thin subclasses that fix those choices (through two private bases, one per block type, whose constructors
+take exactly the parameters of their networks):
 
 ==========================  =====================================  ===========================
 network                     block at every level                   skip connection
@@ -20,6 +21,8 @@ or a CPU.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 
@@ -31,13 +34,12 @@ from pe_segmentation.networks.blocks import (
     NormSpec,
     RecurrentResidualBlock,
     check_common_args,
-    check_divisible,
-    crop_to,
+    level_channels,
     make_downsample,
     make_head,
     make_upsample,
-    pad_to_multiple,
 )
+from pe_segmentation.networks.padding import crop_to, fit_to_multiple
 
 BLOCK_TYPES = ("conv", "recurrent")
 
@@ -69,6 +71,26 @@ class EncoderStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(self.down(x))
+
+
+def build_encoder(
+    make_block: Callable[[int, int], nn.Module], spatial_dims: int, in_channels: int, channels: list[int]
+) -> nn.ModuleList:
+    """The encoder of every pe-seg UNet: one stage per level, each but the first after a 2x max-pooling.
+
+    Args:
+        make_block: builds a level's feature block from its input and output channels.
+        spatial_dims: 2 or 3.
+        in_channels: channels of the network input.
+        channels: channels of each level (:func:`~.blocks.level_channels`).
+    """
+    return nn.ModuleList(
+        [EncoderStage(make_block(in_channels, channels[0]))]
+        + [
+            EncoderStage(make_block(channels[i - 1], channels[i]), make_downsample(spatial_dims))
+            for i in range(1, len(channels))
+        ]
+    )
 
 
 class DecoderStage(nn.Module):
@@ -138,18 +160,12 @@ class EncoderDecoderUNet(nn.Module):
         self.depth = depth
         self.multiple = 2**depth
         self.pad_input = pad_input
-        channels = [base_channels * 2**level for level in range(depth + 1)]
+        channels = level_channels(base_channels, depth)
 
         def make(cin: int, cout: int) -> nn.Module:
             return _make_block(block, spatial_dims, cin, cout, norm, act, dropout, recurrence)
 
-        self.encoder = nn.ModuleList(
-            [EncoderStage(make(in_channels, channels[0]))]
-            + [
-                EncoderStage(make(channels[i - 1], channels[i]), make_downsample(spatial_dims))
-                for i in range(1, depth + 1)
-            ]
-        )
+        self.encoder = build_encoder(make, spatial_dims, in_channels, channels)
         # decoder stages run from the deepest level up to level 0
         self.decoder = nn.ModuleList(
             [
@@ -165,10 +181,7 @@ class EncoderDecoderUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = list(x.shape[2:])
-        if self.pad_input:
-            x = pad_to_multiple(x, self.multiple)
-        else:
-            check_divisible(size, self.multiple)
+        x = fit_to_multiple(x, self.multiple, self.pad_input)
         skips: list[torch.Tensor] = []
         for stage in self.encoder:
             x = stage(x)
@@ -178,145 +191,103 @@ class EncoderDecoderUNet(nn.Module):
         return crop_to(self.head(x), size)
 
 
-class UNet(EncoderDecoderUNet):
+class _ConvUNet(EncoderDecoderUNet):
+    """:class:`EncoderDecoderUNet` with double-conv blocks; a subclass's ``_attention`` says if skips are gated."""
+
+    _attention = False
+
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        in_channels: int = 1,
+        out_channels: int = 2,
+        base_channels: int = 32,
+        depth: int = 4,
+        norm: NormSpec = "instance",
+        dropout: float = 0.0,
+        upsample: str = "deconv",
+        act: ActSpec = ("relu", {"inplace": True}),
+        pad_input: bool = True,
+    ) -> None:
+        super().__init__(
+            spatial_dims,
+            in_channels,
+            out_channels,
+            base_channels,
+            depth,
+            norm,
+            dropout,
+            upsample,
+            act,
+            block="conv",
+            attention=self._attention,
+            pad_input=pad_input,
+        )
+
+
+class _RecurrentUNet(EncoderDecoderUNet):
+    """:class:`EncoderDecoderUNet` with recurrent residual blocks (``recurrence`` = t); ``_attention`` as above."""
+
+    _attention = False
+
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        in_channels: int = 1,
+        out_channels: int = 2,
+        base_channels: int = 32,
+        depth: int = 4,
+        norm: NormSpec = "instance",
+        dropout: float = 0.0,
+        upsample: str = "deconv",
+        act: ActSpec = ("relu", {"inplace": True}),
+        recurrence: int = 2,
+        pad_input: bool = True,
+    ) -> None:
+        super().__init__(
+            spatial_dims,
+            in_channels,
+            out_channels,
+            base_channels,
+            depth,
+            norm,
+            dropout,
+            upsample,
+            act,
+            block="recurrent",
+            attention=self._attention,
+            recurrence=recurrence,
+            pad_input=pad_input,
+        )
+
+
+class UNet(_ConvUNet):
     """UNet (Ronneberger et al. 2015): double-conv blocks, max-pooling, skip concatenation.
 
     Args: see :class:`EncoderDecoderUNet` (without ``block``, ``attention`` and ``recurrence``).
     """
 
-    def __init__(
-        self,
-        spatial_dims: int = 3,
-        in_channels: int = 1,
-        out_channels: int = 2,
-        base_channels: int = 32,
-        depth: int = 4,
-        norm: NormSpec = "instance",
-        dropout: float = 0.0,
-        upsample: str = "deconv",
-        act: ActSpec = ("relu", {"inplace": True}),
-        pad_input: bool = True,
-    ) -> None:
-        super().__init__(
-            spatial_dims,
-            in_channels,
-            out_channels,
-            base_channels,
-            depth,
-            norm,
-            dropout,
-            upsample,
-            act,
-            block="conv",
-            attention=False,
-            pad_input=pad_input,
-        )
 
-
-class R2UNet(EncoderDecoderUNet):
+class R2UNet(_RecurrentUNet):
     """R2U-Net (Alom et al. 2018): recurrent residual conv units instead of double convs; ``recurrence`` = t.
 
     Args: see :class:`EncoderDecoderUNet` (without ``block`` and ``attention``).
     """
 
-    def __init__(
-        self,
-        spatial_dims: int = 3,
-        in_channels: int = 1,
-        out_channels: int = 2,
-        base_channels: int = 32,
-        depth: int = 4,
-        norm: NormSpec = "instance",
-        dropout: float = 0.0,
-        upsample: str = "deconv",
-        act: ActSpec = ("relu", {"inplace": True}),
-        recurrence: int = 2,
-        pad_input: bool = True,
-    ) -> None:
-        super().__init__(
-            spatial_dims,
-            in_channels,
-            out_channels,
-            base_channels,
-            depth,
-            norm,
-            dropout,
-            upsample,
-            act,
-            block="recurrent",
-            attention=False,
-            recurrence=recurrence,
-            pad_input=pad_input,
-        )
 
-
-class AttentionUNet(EncoderDecoderUNet):
+class AttentionUNet(_ConvUNet):
     """Attention U-Net (Oktay et al. 2018): UNet whose skips pass through additive attention gates.
 
     Args: see :class:`EncoderDecoderUNet` (without ``block``, ``attention`` and ``recurrence``).
     """
 
-    def __init__(
-        self,
-        spatial_dims: int = 3,
-        in_channels: int = 1,
-        out_channels: int = 2,
-        base_channels: int = 32,
-        depth: int = 4,
-        norm: NormSpec = "instance",
-        dropout: float = 0.0,
-        upsample: str = "deconv",
-        act: ActSpec = ("relu", {"inplace": True}),
-        pad_input: bool = True,
-    ) -> None:
-        super().__init__(
-            spatial_dims,
-            in_channels,
-            out_channels,
-            base_channels,
-            depth,
-            norm,
-            dropout,
-            upsample,
-            act,
-            block="conv",
-            attention=True,
-            pad_input=pad_input,
-        )
+    _attention = True
 
 
-class R2AttentionUNet(EncoderDecoderUNet):
+class R2AttentionUNet(_RecurrentUNet):
     """R2-Attention U-Net: recurrent residual units and attention-gated skips.
 
     Args: see :class:`EncoderDecoderUNet` (without ``block`` and ``attention``).
     """
 
-    def __init__(
-        self,
-        spatial_dims: int = 3,
-        in_channels: int = 1,
-        out_channels: int = 2,
-        base_channels: int = 32,
-        depth: int = 4,
-        norm: NormSpec = "instance",
-        dropout: float = 0.0,
-        upsample: str = "deconv",
-        act: ActSpec = ("relu", {"inplace": True}),
-        recurrence: int = 2,
-        pad_input: bool = True,
-    ) -> None:
-        super().__init__(
-            spatial_dims,
-            in_channels,
-            out_channels,
-            base_channels,
-            depth,
-            norm,
-            dropout,
-            upsample,
-            act,
-            block="recurrent",
-            attention=True,
-            recurrence=recurrence,
-            pad_input=pad_input,
-        )
+    _attention = True

@@ -10,8 +10,12 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms.utils import map_binary_to_indices
 
-from pe_segmentation.data.sampling import BackgroundIndices, ForegroundIndicesd, foreground_indices
-from pe_segmentation.data.transforms import RandOffsetPosNegCropd
+from pe_segmentation.data.sampling import (
+    BackgroundIndices,
+    ForegroundIndicesd,
+    RandOffsetPosNegCropd,
+    foreground_indices,
+)
 
 
 def _label(shape=(12, 10, 8), fraction=0.05, seed=0, channels=1) -> np.ndarray:

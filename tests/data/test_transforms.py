@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from pe_segmentation.data.sampling import RandOffsetPosNegCropd
 from pe_segmentation.data.settings import AugmentationSettings, PatchSettings, PreprocessingSettings
 from pe_segmentation.data.transforms import (
     FINGERPRINT_ATTR,
     BodyMask,
-    RandOffsetPosNegCropd,
     build_inference_transforms,
     build_inverse,
     build_preprocessing,

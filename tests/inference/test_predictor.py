@@ -12,13 +12,8 @@ from monai.inferers import SlidingWindowInferer
 from pe_segmentation.config import replace_section
 from pe_segmentation.data.transforms import build_inference_transforms, build_inverse
 from pe_segmentation.errors import CheckpointError, ConfigError
-from pe_segmentation.inference.predictor import (
-    FAST_OVERLAP,
-    FAST_SPACING_FACTOR,
-    EmbolusLogit,
-    Predictor,
-    flip_combinations,
-)
+from pe_segmentation.inference.predictor import FAST_OVERLAP, FAST_SPACING_FACTOR, Predictor
+from pe_segmentation.inference.window_network import EmbolusLogit, flip_combinations
 from pe_segmentation.io.dicom_reader import read_dicom_series
 from pe_segmentation.io.volume import Volume
 from pe_segmentation.io.volume_files import write_volume

@@ -9,15 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from pe_segmentation.networks import AttentionGate, AttentionUNet, R2UNet, RecurrentConv, UNet
-from pe_segmentation.networks.blocks import (
-    ConvBlock,
-    InstanceNorm,
-    RecurrentResidualBlock,
-    check_divisible,
-    crop_to,
-    make_norm,
-    pad_to_multiple,
-)
+from pe_segmentation.networks.blocks import ConvBlock, InstanceNorm, RecurrentResidualBlock, make_norm
+from pe_segmentation.networks.padding import check_divisible, crop_to, pad_to_multiple
 
 
 def _hand_set_gate() -> AttentionGate:

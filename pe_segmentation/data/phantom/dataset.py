@@ -37,6 +37,8 @@ from pe_segmentation.data.phantom.generator import (
 )
 from pe_segmentation.errors import ConfigError, OutputError
 from pe_segmentation.io.atomic import atomic_write_text
+from pe_segmentation.io.dicom_writer import write_dicom_series
+from pe_segmentation.io.volume_files import write_volume
 
 FORMATS = ("nifti", "dicom")
 DATALIST_NAME = "datalist.json"
@@ -180,8 +182,6 @@ def _check_cases(cases: int) -> int:
 
 def _write_dicom(phantom: Phantom, folder: Path, name: str, seed: int, index: int) -> None:
     """Write the case's image as a DICOM series, replacing an earlier one of the same name."""
-    from pe_segmentation.io.dicom_writer import write_dicom_series
-
     settings = phantom.settings
     staging = folder.with_name(f".{folder.name}.new-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
@@ -206,8 +206,6 @@ def write_case(
     phantom: Phantom, output_dir: Path, name: str, formats: tuple[str, ...], seed: int, index: int
 ) -> CaseRecord:
     """Write one phantom into the dataset layout and return its datalist record."""
-    from pe_segmentation.io.volume_files import write_volume
-
     label_rel = f"labels/{name}.nii.gz"
     write_volume(phantom.label, output_dir / label_rel)
     image_rel = dicom_rel = None

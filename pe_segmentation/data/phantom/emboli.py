@@ -220,6 +220,8 @@ class _Placer:
         centroid = np.argwhere(mask).mean(axis=0) + np.array([s.start for s in box])
         ras = self.grid.affine() @ np.append(centroid, 1.0)
         volume = voxels * self.voxel_volume
+        i, j, k = (float(v) for v in centroid)
+        r, a, sup = (float(v) for v in ras[:3])
         return EmbolusInfo(
             index=index,
             size_class=size_class(volume),
@@ -231,8 +233,8 @@ class _Placer:
             vessel_generation=branch.generation,
             vessel_radius_mm=branch.radius,
             hu=hu,
-            centroid_ijk=tuple(float(v) for v in centroid),
-            centroid_ras_mm=tuple(float(v) for v in ras[:3]),
+            centroid_ijk=(i, j, k),
+            centroid_ras_mm=(r, a, sup),
             enlarged=enlarged,
         )
 

@@ -9,7 +9,9 @@ order, so a seed gives the same arrays on every run.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from scipy import ndimage
@@ -41,6 +43,7 @@ LABEL_VESSEL = 2
 LABEL_NAMES = {LABEL_BACKGROUND: "background", LABEL_EMBOLUS: "embolus", LABEL_VESSEL: "pulmonary artery"}
 
 RandomSource = int | np.random.Generator | np.random.SeedSequence
+_Number = TypeVar("_Number", int, float)
 
 
 def _fmt(values: tuple[float, ...], unit: str = "") -> str:
@@ -99,17 +102,17 @@ class PhantomSettings:
             )
 
     @staticmethod
-    def _triple(name: str, value: object, kind: type) -> tuple:
+    def _triple(name: str, value: object, kind: Callable[[Any], _Number]) -> tuple[_Number, _Number, _Number]:
         try:
-            items = tuple(value)  # type: ignore[arg-type]
+            items = tuple(cast(Iterable[Any], value))  # not iterable: TypeError, reported below
             if len(items) != 3 or any(isinstance(v, bool) for v in items):
                 raise TypeError
-            converted = tuple(kind(v) for v in items)
+            x, y, z = (kind(v) for v in items)
         except (TypeError, ValueError):
             raise ConfigError(f"phantom {name} must be three numbers, got {value!r}") from None
-        if kind is int and converted != tuple(float(v) for v in items):
+        if kind is int and (x, y, z) != tuple(float(v) for v in items):
             raise ConfigError(f"phantom {name} must be three integers, got {value!r}")
-        return converted
+        return (x, y, z)
 
     def _check_field(self) -> None:
         field_mm = self.grid.field_mm
@@ -138,7 +141,7 @@ class PhantomSettings:
         cls,
         shape: tuple[int, int, int] | None = None,
         spacing: tuple[float, float, float] | None = None,
-        **options: object,
+        **options: Any,
     ) -> PhantomSettings:
         """Settings from a shape and/or a spacing; the missing one keeps the default field of view.
 
@@ -147,16 +150,16 @@ class PhantomSettings:
         """
         field_mm = np.asarray(DEFAULT_SHAPE) * np.asarray(DEFAULT_SPACING)
         if shape is not None and spacing is None:
-            spacing = tuple(
-                float(round(f / n, 4))
-                for f, n in zip(field_mm, PhantomSettings._triple("shape", shape, int), strict=True)
-            )
+            counts = PhantomSettings._triple("shape", shape, int)
+            x, y, z = (float(round(f / n, 4)) for f, n in zip(field_mm, counts, strict=True))
+            spacing = (x, y, z)
         elif spacing is not None and shape is None:
             steps = PhantomSettings._triple("spacing", spacing, float)
             if any(s <= 0 for s in steps):
                 raise ConfigError(f"phantom spacing {_fmt(steps)} mm must be positive")
-            shape = tuple(max(1, round(f / s)) for f, s in zip(field_mm, steps, strict=True))
-        return cls(shape=shape or DEFAULT_SHAPE, spacing=spacing or DEFAULT_SPACING, **options)  # type: ignore[arg-type]
+            i, j, k = (max(1, round(f / s)) for f, s in zip(field_mm, steps, strict=True))
+            shape = (i, j, k)
+        return cls(shape=shape or DEFAULT_SHAPE, spacing=spacing or DEFAULT_SPACING, **options)
 
     @property
     def grid(self) -> Grid:
