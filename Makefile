@@ -24,13 +24,14 @@ demo: $(STAMP)
 bundle-weights: $(STAMP)
 	bash scripts/bundle_weights.sh bundle_build
 
-test: $(STAMP)
-	$(BIN)/ruff check .
+test: lint
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
+# style (ruff), formatting (ruff format) and types (mypy, configured in pyproject.toml)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_io.py
