@@ -54,6 +54,7 @@ from pe_segmentation.runtime.allocator import keep_freed_memory
 from pe_segmentation.runtime.checkpoint import load_checkpoint, load_model_weights
 from pe_segmentation.runtime.devices import inference_device, inference_precision, stitch_device
 from pe_segmentation.runtime.inferer import AutocastInferer, build_inferer
+from pe_segmentation.runtime.memory_format import channels_last_format, to_memory_format
 
 log = logging.getLogger(__name__)
 
@@ -177,15 +178,10 @@ class Predictor:
         if self.device.type == "cpu":
             keep_freed_memory()
         spatial_dims = self.config.patch.spatial_dims
-        self.memory_format = None
-        if channels_last:
-            self.memory_format = torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
-        network = network.to(self.device).eval()
-        if self.memory_format is not None:
-            network = network.to(memory_format=self.memory_format)  # type: ignore[call-overload]  # stubs omit it
-        self.network = network
+        self.memory_format = channels_last_format(spatial_dims, channels_last)
+        self.network = to_memory_format(network.to(self.device).eval(), self.memory_format)
         flips = flip_combinations(spatial_dims) if self.tta else [()]
-        self.window_network = EmbolusLogit(network, flips=flips, memory_format=self.memory_format).eval()
+        self.window_network = EmbolusLogit(self.network, flips=flips, memory_format=self.memory_format).eval()
 
     @classmethod
     def from_checkpoint(

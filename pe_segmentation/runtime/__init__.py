@@ -28,6 +28,7 @@ from pe_segmentation.runtime.devices import (
 )
 from pe_segmentation.runtime.distributed import DistributedContext, init_distributed, launch, under_launcher
 from pe_segmentation.runtime.inferer import AutocastInferer, build_inferer
+from pe_segmentation.runtime.memory_format import channels_last_format, to_memory_format
 from pe_segmentation.runtime.precision import Precision, cpu_supports_bf16, resolve_precision, select_device
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "DistributedContext",
     "Precision",
     "build_inferer",
+    "channels_last_format",
     "check_architecture",
     "cpu_supports_bf16",
     "find_resume_checkpoint",
@@ -49,6 +51,7 @@ __all__ = [
     "save_checkpoint",
     "select_device",
     "stitch_device",
+    "to_memory_format",
     "under_launcher",
     "visible_devices",
 ]

@@ -13,6 +13,7 @@ import torch.nn as nn
 from pe_segmentation.config import Config
 from pe_segmentation.losses import DeepSupervisionLoss, build_loss
 from pe_segmentation.networks import build_network
+from pe_segmentation.runtime.memory_format import channels_last_format
 
 
 def seed_everything(seed: int) -> None:
@@ -55,6 +56,4 @@ def build_optimizer(config: Config, parameters: Any) -> torch.optim.Optimizer:
 def memory_format_of(config: Config) -> torch.memory_format | None:
     """The memory format of network inputs and weights: channels-last when ``training.channels_last``, else
     ``None`` (torch's default)."""
-    if not config.training.channels_last:
-        return None
-    return torch.channels_last_3d if config.patch.spatial_dims == 3 else torch.channels_last
+    return channels_last_format(config.patch.spatial_dims, config.training.channels_last)

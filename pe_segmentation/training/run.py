@@ -59,6 +59,7 @@ from pe_segmentation.config import Config, config_to_yaml
 from pe_segmentation.io.atomic import atomic_write_text
 from pe_segmentation.runtime.checkpoint import load_checkpoint, load_model_weights, unwrap_model
 from pe_segmentation.runtime.distributed import DistributedContext
+from pe_segmentation.runtime.memory_format import to_memory_format
 from pe_segmentation.runtime.precision import Precision, resolve_precision
 from pe_segmentation.training.builders import (
     build_loss_function,
@@ -240,10 +241,7 @@ def _build_parts(
     config, device = run.config, run.device
     seed_everything(config.training.seed)  # the same initial weights on every rank and in every repeat
     model = _initial_model(config, init_weights, point).to(device)
-    memory_format = memory_format_of(config)
-    if memory_format is not None:
-        # torch's stubs leave out Module.to's memory_format keyword, which it accepts
-        model = model.to(memory_format=memory_format)  # type: ignore[call-overload]
+    model = to_memory_format(model, memory_format_of(config))
     network: nn.Module = model
     if run.context.distributed:
         network = nn.parallel.DistributedDataParallel(
