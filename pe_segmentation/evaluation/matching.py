@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pe_segmentation.data.case_items import listing, strip_suffix
 from pe_segmentation.data.datasets import LABEL_SUFFIXES, from_datalist
 from pe_segmentation.errors import InputDataError
 from pe_segmentation.io.volume_files import case_name, is_volume_file
@@ -67,25 +68,12 @@ class CaseMatching:
             (self.unused_probabilities, "probability map(s) without a matching case"),
         ):
             if names:
-                lines.append(f"{len(names)} {what}: {_listing(names)}")
+                lines.append(f"{len(names)} {what}: {listing(names)}")
         return lines
 
 
-def _listing(names: Sequence[str], limit: int = 5) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-def _strip_tag(name: str, suffixes: Sequence[str]) -> str:
-    lowered = name.lower()
-    for suffix in sorted(suffixes, key=len, reverse=True):
-        if lowered.endswith(suffix.lower()) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def _has_tag(name: str, suffixes: Sequence[str]) -> bool:
-    return _strip_tag(name, suffixes) != name
+    return strip_suffix(name, suffixes) != name
 
 
 def _add(cases: dict[str, Path], case: str, path: Path, source: Path) -> None:
@@ -143,7 +131,7 @@ def collect_cases(
         elif role == "prob" and tagged:
             paths = tagged  # masks next to the probability maps
         for path in paths:
-            _add(cases, _strip_tag(case_name(path), suffixes), path, source)
+            _add(cases, strip_suffix(case_name(path), suffixes), path, source)
         if not cases:
             raise InputDataError(f"{source}: no volume files for --{role}")
         return cases
@@ -157,11 +145,11 @@ def collect_cases(
             raise InputDataError(f"{err} (reading '{key}' paths for --{role})") from err
         for item in items:
             path = Path(item["image"])
-            case = item["case"] if item["case"] != case_name(path) else _strip_tag(item["case"], suffixes)
+            case = item["case"] if item["case"] != case_name(path) else strip_suffix(item["case"], suffixes)
             _add(cases, case, path, source)
         return cases
     if is_volume_file(source):
-        return {_strip_tag(case_name(source), suffixes): source}
+        return {strip_suffix(case_name(source), suffixes): source}
     raise InputDataError(f"{source}: --{role} must be a folder, a datalist .json or a volume file")
 
 
@@ -191,13 +179,13 @@ def match_cases(
     common = sorted(preds.keys() & labels.keys())
     if not common:
         raise InputDataError(
-            f"no case has both a prediction and a label: predictions {_listing(sorted(preds))}; "
-            f"labels {_listing(sorted(labels))}"
+            f"no case has both a prediction and a label: predictions {listing(sorted(preds))}; "
+            f"labels {listing(sorted(labels))}"
         )
     if prob is not None:
         missing = [case for case in common if case not in probs]
         if missing:
-            raise InputDataError(f"{prob}: no probability map for case(s) {_listing(missing)}")
+            raise InputDataError(f"{prob}: no probability map for case(s) {listing(missing)}")
     pairs = [CasePair(case, preds[case], labels[case], probs.get(case)) for case in common]
     return CaseMatching(
         pairs,
