@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +142,7 @@ def infer(
     dicom_seg: bool | None = None,
     preview: bool | None = None,
     keep_phi: bool = False,
+    anonymous_seg: bool = False,
     progress: bool = False,
     on_result: Callable[[CaseResult, int, int], None] = log_case_result,
     **predictor: Any,
@@ -161,8 +162,10 @@ def infer(
         workers: worker processes for many cases (default: one per GPU of ``device="cuda"``, else one).
         save_probability, dicom_seg, preview: the optional outputs (``None``: the bundle's choice, else
             no probability map, a DICOM SEG for DICOM input and a preview).
-        keep_phi: keep the patient's identity in ``report.json`` and ``seg.dcm`` (default: no output names
-            the patient).
+        keep_phi: keep the patient's identity in ``report.json`` (default: the report, logs, file names and
+            preview do not name the patient).
+        anonymous_seg: leave the source's Patient and General Study modules out of ``seg.dcm`` (for SEGs that
+            leave the hospital; default: the SEG carries them unchanged, as the archive of its CT needs).
         progress: MONAI's progress bar over the sliding windows (one process only).
         on_result: called as each case finishes, with its result, the number done and the total.
         **predictor: options of :class:`~pe_segmentation.inference.Predictor`: ``overlap``, ``sw_batch_size``,
@@ -190,34 +193,36 @@ def infer(
     if not cases:
         log.info("%sno case for this process", prefix)
         return InferenceRun([], Path(output))
-    return _predict(cases, Path(output), settings, devices, prefix, keep_phi, progress, on_result)
+    outputs = OutputOptions(
+        probability=settings.save_probability,
+        dicom_seg=settings.dicom_seg,
+        preview=settings.preview,
+        keep_phi=keep_phi,
+        anonymous_seg=anonymous_seg,
+    )
+    return _predict(cases, Path(output), settings, outputs, devices, prefix, progress, on_result)
 
 
 def _predict(
     cases: list[CaseInput],
     output: Path,
     settings: InferenceSettings,
+    outputs: OutputOptions,
     devices: list[torch.device],
     prefix: str,
-    keep_phi: bool,
     progress: bool,
     on_result: Callable[[CaseResult, int, int], None],
 ) -> InferenceRun:
     """Build the predictor once (a bad checkpoint is one error, not one per case), then run every case on
-    ``devices``: in this process on one device, or one worker process per device."""
+    ``devices``: in this process on one device, or one worker process per device. The preview's HU window
+    is the model's."""
     many_workers = len(devices) > 1 and len(cases) > 1
     options = {**settings.predictor, "progress": progress and not many_workers and not prefix}
     spec = PredictorSpec(str(settings.checkpoint), settings.precision, options)
     # worker processes build their own predictors, so this one then stays on the CPU
     first = spec(torch.device("cpu") if many_workers else devices[0])
     model = {**first.model_info, "sha256": file_sha256(settings.checkpoint)}
-    outputs = OutputOptions(
-        probability=settings.save_probability,
-        dicom_seg=settings.dicom_seg,
-        preview=settings.preview,
-        hu_window=_hu_window(first),
-        keep_phi=keep_phi,
-    )
+    outputs = replace(outputs, hu_window=_hu_window(first))
     _log_start(prefix, len(cases), devices, first, settings, many_workers)
     build: Callable[[torch.device], Predictor] = spec if many_workers else (lambda _device: first)
     results = run_cases(cases, output, build, devices, outputs, model, on_result)
