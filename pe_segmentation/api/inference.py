@@ -162,10 +162,8 @@ def infer(
         workers: worker processes for many cases (default: one per GPU of ``device="cuda"``, else one).
         save_probability, dicom_seg, preview: the optional outputs (``None``: the bundle's choice, else
             no probability map, a DICOM SEG for DICOM input and a preview).
-        keep_phi: keep the patient's identity in ``report.json`` (default: the report, logs, file names and
-            preview do not name the patient).
-        anonymous_seg: leave the source's Patient and General Study modules out of ``seg.dcm`` (for SEGs that
-            leave the hospital; default: the SEG carries them unchanged, as the archive of its CT needs).
+        keep_phi: add the patient's identity to ``report.json`` (by default no output but ``seg.dcm`` has it).
+        anonymous_seg: leave the CT's Patient and General Study modules out of ``seg.dcm`` (default: kept).
         progress: MONAI's progress bar over the sliding windows (one process only).
         on_result: called as each case finishes, with its result, the number done and the total.
         **predictor: options of :class:`~pe_segmentation.inference.Predictor`: ``overlap``, ``sw_batch_size``,
@@ -187,20 +185,23 @@ def infer(
         preview=preview,
         **predictor,
     )
-    if workers is not None and workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {workers}")
     cases, devices, prefix = _share_out(_cases(input, series_uid), device, workers)
     if not cases:
         log.info("%sno case for this process", prefix)
         return InferenceRun([], Path(output))
-    outputs = OutputOptions(
+    outputs = _output_options(settings, keep_phi, anonymous_seg)
+    return _predict(cases, Path(output), settings, outputs, devices, prefix, progress, on_result)
+
+
+def _output_options(settings: InferenceSettings, keep_phi: bool, anonymous_seg: bool) -> OutputOptions:
+    """The optional outputs and what they may say about the patient (the preview's HU window is set later)."""
+    return OutputOptions(
         probability=settings.save_probability,
         dicom_seg=settings.dicom_seg,
         preview=settings.preview,
         keep_phi=keep_phi,
         anonymous_seg=anonymous_seg,
     )
-    return _predict(cases, Path(output), settings, outputs, devices, prefix, progress, on_result)
 
 
 def _predict(
@@ -248,7 +249,13 @@ def _share_out(
     cases: Sequence[CaseInput], device: str, workers: int | None
 ) -> tuple[list[CaseInput], list[torch.device], str]:
     """This process's cases and devices, and its log prefix: under ``torchrun`` every ``WORLD_SIZE``-th case on
-    GPU ``LOCAL_RANK`` (or the CPU); otherwise every case over the visible devices (``workers`` of them)."""
+    GPU ``LOCAL_RANK`` (or the CPU); otherwise every case over the visible devices (``workers`` of them).
+
+    Raises:
+        ConfigError: ``workers`` below 1.
+    """
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
     if under_launcher():
         mine, rank, world = launcher_shard(cases)
         local = int(os.environ.get("LOCAL_RANK", rank))
