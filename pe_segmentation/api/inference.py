@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +142,7 @@ def infer(
     dicom_seg: bool | None = None,
     preview: bool | None = None,
     keep_phi: bool = False,
+    anonymous_seg: bool = False,
     progress: bool = False,
     on_result: Callable[[CaseResult, int, int], None] = log_case_result,
     **predictor: Any,
@@ -161,8 +162,8 @@ def infer(
         workers: worker processes for many cases (default: one per GPU of ``device="cuda"``, else one).
         save_probability, dicom_seg, preview: the optional outputs (``None``: the bundle's choice, else
             no probability map, a DICOM SEG for DICOM input and a preview).
-        keep_phi: keep the patient's identity in ``report.json`` and ``seg.dcm`` (default: no output names
-            the patient).
+        keep_phi: add the patient's identity to ``report.json`` (by default no output but ``seg.dcm`` has it).
+        anonymous_seg: leave the CT's Patient and General Study modules out of ``seg.dcm`` (default: kept).
         progress: MONAI's progress bar over the sliding windows (one process only).
         on_result: called as each case finishes, with its result, the number done and the total.
         **predictor: options of :class:`~pe_segmentation.inference.Predictor`: ``overlap``, ``sw_batch_size``,
@@ -184,40 +185,45 @@ def infer(
         preview=preview,
         **predictor,
     )
-    if workers is not None and workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {workers}")
     cases, devices, prefix = _share_out(_cases(input, series_uid), device, workers)
     if not cases:
         log.info("%sno case for this process", prefix)
         return InferenceRun([], Path(output))
-    return _predict(cases, Path(output), settings, devices, prefix, keep_phi, progress, on_result)
+    outputs = _output_options(settings, keep_phi, anonymous_seg)
+    return _predict(cases, Path(output), settings, outputs, devices, prefix, progress, on_result)
+
+
+def _output_options(settings: InferenceSettings, keep_phi: bool, anonymous_seg: bool) -> OutputOptions:
+    """The optional outputs and what they may say about the patient (the preview's HU window is set later)."""
+    return OutputOptions(
+        probability=settings.save_probability,
+        dicom_seg=settings.dicom_seg,
+        preview=settings.preview,
+        keep_phi=keep_phi,
+        anonymous_seg=anonymous_seg,
+    )
 
 
 def _predict(
     cases: list[CaseInput],
     output: Path,
     settings: InferenceSettings,
+    outputs: OutputOptions,
     devices: list[torch.device],
     prefix: str,
-    keep_phi: bool,
     progress: bool,
     on_result: Callable[[CaseResult, int, int], None],
 ) -> InferenceRun:
     """Build the predictor once (a bad checkpoint is one error, not one per case), then run every case on
-    ``devices``: in this process on one device, or one worker process per device."""
+    ``devices``: in this process on one device, or one worker process per device. The preview's HU window
+    is the model's."""
     many_workers = len(devices) > 1 and len(cases) > 1
     options = {**settings.predictor, "progress": progress and not many_workers and not prefix}
     spec = PredictorSpec(str(settings.checkpoint), settings.precision, options)
     # worker processes build their own predictors, so this one then stays on the CPU
     first = spec(torch.device("cpu") if many_workers else devices[0])
     model = {**first.model_info, "sha256": file_sha256(settings.checkpoint)}
-    outputs = OutputOptions(
-        probability=settings.save_probability,
-        dicom_seg=settings.dicom_seg,
-        preview=settings.preview,
-        hu_window=_hu_window(first),
-        keep_phi=keep_phi,
-    )
+    outputs = replace(outputs, hu_window=_hu_window(first))
     _log_start(prefix, len(cases), devices, first, settings, many_workers)
     build: Callable[[torch.device], Predictor] = spec if many_workers else (lambda _device: first)
     results = run_cases(cases, output, build, devices, outputs, model, on_result)
@@ -243,7 +249,13 @@ def _share_out(
     cases: Sequence[CaseInput], device: str, workers: int | None
 ) -> tuple[list[CaseInput], list[torch.device], str]:
     """This process's cases and devices, and its log prefix: under ``torchrun`` every ``WORLD_SIZE``-th case on
-    GPU ``LOCAL_RANK`` (or the CPU); otherwise every case over the visible devices (``workers`` of them)."""
+    GPU ``LOCAL_RANK`` (or the CPU); otherwise every case over the visible devices (``workers`` of them).
+
+    Raises:
+        ConfigError: ``workers`` below 1.
+    """
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
     if under_launcher():
         mine, rank, world = launcher_shard(cases)
         local = int(os.environ.get("LOCAL_RANK", rank))

@@ -47,6 +47,8 @@ class CaseInferenceEngine(Evaluator):
         save_probability: also write ``probability.nii.gz``.
         dicom_seg: write ``seg.dcm`` for DICOM input.
         preview: write ``preview.png``.
+        anonymous_seg: leave the CT's Patient and General Study modules out of ``seg.dcm`` (``pe-seg infer
+            --anonymous-seg``; set it with ``--evaluator#anonymous_seg true``).
         val_handlers: further handlers with ``attach(engine)``.
     """
 
@@ -59,6 +61,7 @@ class CaseInferenceEngine(Evaluator):
         save_probability: bool = False,
         dicom_seg: bool = True,
         preview: bool = True,
+        anonymous_seg: bool = False,
         val_handlers: Sequence[Any] | None = None,
     ) -> None:
         # the cases are read when the run starts (see run()), so that parsing the bundle needs no data
@@ -77,6 +80,7 @@ class CaseInferenceEngine(Evaluator):
             dicom_seg=as_flag(dicom_seg, "dicom_seg"),
             preview=as_flag(preview, "preview"),
             hu_window=_hu_window(predictor),
+            anonymous_seg=as_flag(anonymous_seg, "anonymous_seg"),
         )
         self.model = dict(predictor.model_info)
         if checkpoint is not None:

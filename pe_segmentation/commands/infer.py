@@ -1,7 +1,8 @@
 """``pe-seg infer``: segment emboli in new CTs with a trained checkpoint (or a pe-seg MONAI bundle).
 
 Writes, per case, into ``OUTPUT/<case>/``: ``mask.nii.gz`` (uint8, 1 = embolus, the input's own grid),
-``seg.dcm`` (DICOM SEG referencing the source series, for DICOM input), ``report.json`` (each clot's voxels,
+``seg.dcm`` (DICOM SEG referencing the source series and filed into its study, for DICOM input; skipped
+with the reason when the source lacks what a SEG needs), ``report.json`` (each clot's voxels,
 volume in mL, centroid in patient mm, bounding box and probabilities; totals; timings; model file hash),
 ``preview.png`` (axial slices through the largest clots with the mask overlaid) and, with
 ``--save-probability``, ``probability.nii.gz``. A case appears whole or not at all. With several cases, a
@@ -98,8 +99,14 @@ def _add_output_flags(parser: argparse.ArgumentParser) -> None:
     post.add_argument(
         "--keep-phi",
         action="store_true",
-        help="keep patient identity: a 'patient' block in report.json and the source's patient/study "
-        "attributes in seg.dcm (default: no output names the patient; see docs/reliability.md)",
+        help="keep patient identity: a 'patient' block in report.json (default: the report, logs, file names "
+        "and preview do not name the patient; see docs/reliability.md)",
+    )
+    post.add_argument(
+        "--anonymous-seg",
+        action="store_true",
+        help="leave the CT's Patient and Study modules out of seg.dcm, for SEGs that leave the hospital "
+        "(default: seg.dcm carries them unchanged, so that the archive files it into the CT's study)",
     )
 
 
@@ -118,6 +125,7 @@ def run_command(args: argparse.Namespace) -> int:
         dicom_seg=False if args.no_dicom_seg else None,
         preview=False if args.no_preview else None,
         keep_phi=args.keep_phi,
+        anonymous_seg=args.anonymous_seg,
         # MONAI's bar over the windows, on a terminal
         progress=sys.stderr.isatty() and not getattr(args, "quiet", False),
         overlap=args.overlap,

@@ -29,6 +29,7 @@ from pe_segmentation.inference.postprocess import (
 from pe_segmentation.inference.predictor import FAST_OVERLAP, FAST_SPACING_FACTOR, Prediction, Predictor
 from pe_segmentation.inference.report import case_report, clot_report, file_sha256
 from pe_segmentation.inference.runner import PredictorSpec, launcher_shard, run_cases
+from pe_segmentation.inference.seg_sources import DicomSegSkipped
 from pe_segmentation.inference.window_network import EmbolusLogit, flip_combinations
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "BundleInference",
     "CaseInput",
     "CaseResult",
+    "DicomSegSkipped",
     "EmbolusLogit",
     "GridMapping",
     "OutputOptions",

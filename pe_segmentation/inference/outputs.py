@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
+import logging
 import os
 import re
 import shutil
@@ -28,10 +29,13 @@ from pe_segmentation.errors import OutputError
 from pe_segmentation.inference.dicom_seg import can_write_dicom_seg, write_dicom_seg
 from pe_segmentation.inference.predictor import Prediction
 from pe_segmentation.inference.report import case_report, patient_identity
+from pe_segmentation.inference.seg_sources import DicomSegSkipped
 from pe_segmentation.io.atomic import atomic_write_text
 from pe_segmentation.io.volume import Volume
 from pe_segmentation.io.volume_files import write_volume
 from pe_segmentation.visualization import OverlayPanel, save_overlay_grid
+
+log = logging.getLogger(__name__)
 
 MASK_NAME = "mask.nii.gz"
 PROBABILITY_NAME = "probability.nii.gz"
@@ -55,11 +59,15 @@ class OutputOptions:
 
     Attributes:
         probability: ``probability.nii.gz`` (float32 embolus probability on the input grid).
-        dicom_seg: ``seg.dcm`` when the input is a DICOM series.
+        dicom_seg: ``seg.dcm`` when the input is DICOM (skipped, with the reason in the log and the report's
+            ``skipped_outputs``, when the source lacks what a SEG needs).
         preview: ``preview.png``.
         hu_window: display window of the preview, in HU.
-        keep_phi: keep the patient's identity (``--keep-phi``): the report gets a ``patient`` block and the
-            DICOM SEG the source's patient and study attributes. Off by default: no output names the patient.
+        keep_phi: keep the patient's identity in the report (``--keep-phi``): a ``patient`` block. Off by
+            default: the report, logs, file names and preview do not name the patient.
+        anonymous_seg: leave the source's Patient and General Study modules out of ``seg.dcm``
+            (``--anonymous-seg``, for SEGs that leave the hospital). Off by default: the SEG carries them
+            unchanged, so that the archive holding the CT files it into the same patient and study.
     """
 
     probability: bool = False
@@ -67,6 +75,7 @@ class OutputOptions:
     preview: bool = True
     hu_window: tuple[float, float] = (-100.0, 500.0)
     keep_phi: bool = False
+    anonymous_seg: bool = False
 
 
 def _process_alive(pid: int) -> bool:
@@ -215,9 +224,9 @@ def write_case(
     # NIfTI compression runs in C without the GIL: it overlaps the DICOM SEG, report and preview
     with ThreadPoolExecutor(max_workers=1) as pool:
         nifti = pool.submit(_write_nifti, prediction.mask, probability, folder)
+        skipped: dict[str, str] = {}
         if options.dicom_seg and can_write_dicom_seg(prediction.image):
-            timings["write_dicom_seg"] = _write_seg(prediction, folder, model, options.keep_phi)
-            outputs["dicom_seg"] = SEG_NAME
+            skipped = _write_seg(prediction, folder, model, options.anonymous_seg, timings, outputs)
         report = case_report(
             case,
             prediction.image,
@@ -233,6 +242,9 @@ def write_case(
             _add_preview(report, prediction, folder / PREVIEW_NAME, case, options.hu_window)
         report["seconds"]["write_nifti"] = round(nifti.result(), 3)
     report["outputs"]["report"] = REPORT_NAME
+    if skipped:
+        report["skipped_outputs"] = skipped
+        log.warning("%s: no %s: %s", case, SEG_NAME, skipped["dicom_seg"])
     if options.keep_phi:
         report["patient"] = patient_identity(prediction.image)
     if started is not None:
@@ -250,18 +262,31 @@ def _write_nifti(mask: Volume, probability: Volume | None, folder: Path) -> floa
     return time.perf_counter() - begin
 
 
-def _write_seg(prediction: Prediction, folder: Path, model: Mapping[str, Any], keep_phi: bool) -> float:
-    """Write the mask as a DICOM SEG of the input series; the seconds it took."""
+def _write_seg(
+    prediction: Prediction,
+    folder: Path,
+    model: Mapping[str, Any],
+    anonymous: bool,
+    timings: dict[str, float],
+    outputs: dict[str, str],
+) -> dict[str, str]:
+    """Write the mask as a DICOM SEG of the input, noting its file in ``outputs`` and its time in ``timings``;
+    ``{"dicom_seg": reason}`` when the source gives no SEG (:class:`DicomSegSkipped`), else ``{}``."""
     start = time.perf_counter()
-    write_dicom_seg(
-        prediction.mask.array,
-        prediction.image,
-        folder / SEG_NAME,
-        model_name=f"pe-seg {model.get('name') or 'model'}",
-        model_version=str(model.get("sha256", ""))[:16],
-        keep_phi=keep_phi,
-    )
-    return time.perf_counter() - start
+    try:
+        write_dicom_seg(
+            prediction.mask.array,
+            prediction.image,
+            folder / SEG_NAME,
+            model_name=f"pe-seg {model.get('name') or 'model'}",
+            model_version=str(model.get("sha256", ""))[:16],
+            anonymous=anonymous,
+        )
+    except DicomSegSkipped as skipped:
+        return {"dicom_seg": str(skipped)}
+    timings["write_dicom_seg"] = time.perf_counter() - start
+    outputs["dicom_seg"] = SEG_NAME
+    return {}
 
 
 def _add_preview(

@@ -54,10 +54,16 @@ def test_seg_references_the_source_and_holds_each_slice_of_the_mask(tmp_path, ob
     assert seg.StudyInstanceUID == volume.metadata["study_uid"]
     first_source = pydicom.dcmread(volume.metadata["files"][0], stop_before_pixels=True)
     assert seg.FrameOfReferenceUID == first_source.FrameOfReferenceUID
-    assert "PatientName" in seg
-    assert seg.PatientName == ""
-    kept = write_dicom_seg(mask, volume, tmp_path / "kept.dcm", keep_phi=True)
-    assert pydicom.dcmread(kept).PatientName == first_source.PatientName == "PHANTOM^PE"
+    # the source's Patient and General Study modules, unchanged: the SEG files into the CT's patient and study
+    assert (seg.PatientName, seg.PatientID, seg.StudyDate) == (
+        first_source.PatientName,
+        first_source.PatientID,
+        first_source.StudyDate,
+    )
+    assert seg.PatientName == "PHANTOM^PE"
+    anonymous = pydicom.dcmread(write_dicom_seg(mask, volume, tmp_path / "anonymous.dcm", anonymous=True))
+    assert (anonymous.PatientName, anonymous.PatientID, anonymous.StudyDate) == ("", "", "")
+    assert anonymous.StudyInstanceUID == first_source.StudyInstanceUID  # Type 1: what still attaches it
     (series,) = seg.ReferencedSeriesSequence
     assert series.SeriesInstanceUID == volume.metadata["series_uid"]
     assert [i.ReferencedSOPInstanceUID for i in series.ReferencedInstanceSequence] == volume.metadata[
