@@ -109,7 +109,7 @@ def _required_tags(slice_: DicomSlice) -> _SliceTags:
         InputDataError: a truncated file, or one of the tags missing or unparseable.
     """
     if slice_.truncated:
-        raise InputDataError(f"{slice_.path}: truncated file (pixel data shorter than its header declares)")
+        raise InputDataError(f"{slice_.path}: truncated file (it ends inside its pixel data)")
     position, orientation, pixel_spacing = slice_.position, slice_.orientation, slice_.pixel_spacing
     if position is None or orientation is None or pixel_spacing is None:
         missing = [

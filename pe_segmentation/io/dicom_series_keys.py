@@ -110,7 +110,7 @@ def _text(value: object) -> str:
         return "\\".join(_text(v) for v in value)
     if isinstance(value, float | int):  # DS and IS values are float and int subclasses
         return f"{float(value):.6g}"
-    return str(value).strip().upper()
+    return str(value).strip()
 
 
 def _numbers(value: object, count: int) -> tuple[float, ...] | None:
