@@ -14,7 +14,7 @@ give directly:
   data set lacks them, and the file says which ones it took from there.
 * **Is it a DICOM file at all?** Files without the 128-byte preamble and file meta (a raw data set, as some
   anonymizers and old archives write them) are read when their first bytes are a group 0002 or 0008 element,
-  as GDCM and dcm2niix do.
+  as GDCM does.
 """
 
 from __future__ import annotations
