@@ -4,6 +4,8 @@ merging reconstructions, and refused only when a file is really cut short (issue
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -261,6 +263,27 @@ def test_a_uid_less_file_that_is_also_cut_short_is_refused_as_truncated(oblique_
     assert expected in message
     assert str(victim) in message
     assert "\n" not in message
+
+
+def dciodvfy_read_fails(path: Path) -> bool:
+    """David Clunie's dciodvfy, an independent reader: whether it fails to read the whole data set."""
+    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False, timeout=60)
+    return "Dicom dataset read failed" in run.stdout + run.stderr
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy is not installed")
+@pytest.mark.parametrize("cut", sorted(CUTS))
+def test_truncation_agrees_with_dciodvfy(oblique_ct, series_writer, cut):
+    variant, shorten, _ = CUTS[cut]
+    folder = series_writer(oblique_ct)
+    VARIANTS[variant](folder)
+    whole, victim = files_of(folder)[4:6]
+    victim.write_bytes(shorten(victim.read_bytes()))
+
+    assert not dciodvfy_read_fails(whole)
+    assert read_file_header(whole).ends_early is None
+    assert dciodvfy_read_fails(victim)
+    assert read_file_header(victim).ends_early is not None
 
 
 def test_a_whole_uid_less_object_without_pixels_is_not_called_truncated(tmp_path, hu_volume, series_writer):
