@@ -42,10 +42,25 @@ def test_info_text_names_the_problem_and_exits_with_input_code(hu_volume, series
     folder = series_writer(hu_volume)
     sorted(folder.iterdir())[3].unlink()
     assert main(["info", "--input", str(folder)]) == EXIT_INPUT
-    out = capsys.readouterr().out
-    assert "series 1 'CTPA pe-seg phantom' CT 7 slices" in out
-    assert out.strip().splitlines()[-1].startswith(f"error: {folder}: series 1")
-    assert "missing slices" in out
+    printed = capsys.readouterr()
+    # the report on stdout, the refusal on stderr, like every other command
+    assert "series 1 'CTPA pe-seg phantom' CT 7 slices" in printed.out
+    assert "error" not in printed.out
+    (line,) = printed.err.strip().splitlines()
+    assert line.startswith(f"error: {folder}: series 1")
+    assert "missing slices" in line
+
+
+def test_info_json_keeps_the_error_in_the_report_and_prints_the_line_on_stderr(
+    hu_volume, series_writer, capsys
+):
+    folder = series_writer(hu_volume)
+    sorted(folder.iterdir())[3].unlink()
+    assert main(["info", "--input", str(folder), "--json"]) == EXIT_INPUT
+    printed = capsys.readouterr()
+    report = json.loads(printed.out)
+    assert "missing slices" in report["error"]
+    assert printed.err.strip() == f"error: {report['error']}"
 
 
 def test_convert_writes_nifti_with_the_series_geometry(hu_volume, series_writer, tmp_path):

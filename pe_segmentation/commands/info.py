@@ -1,10 +1,15 @@
-"""``pe-seg info``: what is in an input (series, geometry, HU range, warnings): the first thing users check."""
+"""``pe-seg info``: what is in an input (series, geometry, HU range, warnings): the first thing users check.
+
+The report goes to stdout; a refusal's one ``error:`` line goes to stderr, as with every other command, so that
+``pe-seg info ... > report.txt`` keeps the report and still shows why the input is refused.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -80,17 +85,20 @@ def describe_input(path: Path, series_uid: str | None = None) -> dict[str, Any]:
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """The text form of :func:`describe_input`'s report."""
+    """The text form of :func:`describe_input`'s report, without its ``error`` (:func:`run` prints that)."""
     lines = [f"input: {report['input']} ({report['kind']})"]
     for series in report.get("series", []):
-        mark = "*" if series["series_uid"] == report.get("chosen_series") else " "
+        mark = "*" if series["key"] == report.get("chosen_series") else " "
         status = f"skipped: {series['rejected']}" if series["rejected"] else "usable"
         spacing = series["slice_spacing_mm"]
         lines.append(
             f" {mark} series {series['series_number']} '{series['description']}' {series['modality']} "
             f"{series['slices']} slices" + (f" @ {spacing:.3g} mm" if spacing else "") + f" [{status}]"
         )
-        lines.append(f"     uid {series['series_uid']}")
+        if series["series_uid"] is not None:
+            lines.append(f"     uid {series['series_uid']}")
+        else:
+            lines.append(f"     no SeriesInstanceUID; pe-seg key {series['key']} (pass it to --series-uid)")
     if "chosen_because" in report:
         lines.append(f"chosen: {report['chosen_series']} ({report['chosen_because']})")
     if "shape" in report:
@@ -106,8 +114,6 @@ def format_report(report: dict[str, Any]) -> str:
         ]
     for warning in report.get("warnings", []) + report.get("unreadable_files", []):
         lines.append(f"warning: {warning}")
-    if "error" in report:
-        lines.append(f"error: {report['error']}")
     return "\n".join(lines)
 
 
@@ -121,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         io_log.setLevel(level)
     print(json.dumps(report, indent=2, default=_json_default) if args.json else format_report(report))
     if "error" in report:
+        print(f"error: {report['error']}", file=sys.stderr)
         return EXIT_INPUT
     return 0
 

@@ -109,7 +109,7 @@ def _required_tags(slice_: DicomSlice) -> _SliceTags:
         InputDataError: a truncated file, or one of the tags missing or unparseable.
     """
     if slice_.truncated:
-        raise InputDataError(f"{slice_.path}: truncated file (pixel data shorter than its header declares)")
+        raise InputDataError(f"{slice_.path}: truncated file (it ends inside its pixel data)")
     position, orientation, pixel_spacing = slice_.position, slice_.orientation, slice_.pixel_spacing
     if position is None or orientation is None or pixel_spacing is None:
         missing = [
@@ -217,8 +217,9 @@ def _check_tilt(positions: Sequence[np.ndarray], normal: np.ndarray, label: str)
 
 
 def _series_notes(series: SeriesInfo, slices: Sequence[DicomSlice]) -> list[str]:
-    """Warnings about a readable but unusual series: no rescale tags, not axial, or derived."""
-    notes = []
+    """Warnings about a readable but unusual series: missing UIDs, no rescale tags, not axial, or derived."""
+    uid_warning = series.uid_warning()
+    notes = [uid_warning] if uid_warning else []
     if any(s.rescale is None for s in slices):
         notes.append("RescaleSlope/RescaleIntercept missing on some slices; assuming stored values are HU")
     if not series.is_axial:
@@ -243,11 +244,16 @@ def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = N
 
     Args:
         folder: a series folder or a study folder with several series (searched recursively).
-        series_uid: read this SeriesInstanceUID instead of the automatic choice.
+        series_uid: read this series instead of the automatic choice: its SeriesInstanceUID, or for a series
+            whose files have none, the key ``pe-seg info`` shows.
 
     Returns:
         The volume (int16 HU unless rescaling needs floats; RAS affine) and the scan behind it. The volume's
-        metadata holds ``series_uid``, ``study_uid``, ``sop_instance_uids`` (grid order) and ``warnings``.
+        metadata holds the source's ``series_uid``, ``study_uid`` and ``frame_of_reference_uid`` (None when
+        the files lack them: no UID is made up), ``series_key`` (what selects the series), ``missing_uids``
+        (the sorted UID keywords the files lack, see :attr:`SeriesInfo.missing_uids`),
+        ``uids_from_file_meta``, ``sop_instance_uids`` (grid order, None where a file has none), ``files``
+        and ``warnings``.
 
     Raises:
         InputDataError: nothing usable, or the chosen series fails validation (one line says why).
@@ -271,24 +277,29 @@ def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = N
     array = _read_pixels(geometry, series, folder)
     for note in geometry.warnings:
         log.warning("%s: %s", folder, note)
-    volume = Volume(
-        array,
-        geometry.affine,
-        {
-            "source": str(folder),
-            "format": "dicom",
-            "series_uid": series.series_uid,
-            "study_uid": series.study_uid,
-            "series_description": series.description,
-            "series_number": series.series_number,
-            "modality": series.modality,
-            "sop_instance_uids": [s.sop_instance_uid for s in geometry.slices],
-            "files": [str(s.path) for s in geometry.slices],
-            "instance_numbers": [s.instance_number for s in geometry.slices],
-            "warnings": list(geometry.warnings),
-        },
-    )
+    volume = Volume(array, geometry.affine, _volume_metadata(folder, series, geometry))
     return DicomSeriesReadResult(volume=volume, scan=scan, series=series, geometry=geometry)
+
+
+def _volume_metadata(folder: Path, series: SeriesInfo, geometry: SeriesGeometry) -> dict:
+    """Provenance of a volume read from ``series`` (see :func:`read_dicom_series`); no patient identity."""
+    return {
+        "source": str(folder),
+        "format": "dicom",
+        "series_uid": series.source_series_uid,
+        "study_uid": series.study_uid or None,
+        "frame_of_reference_uid": series.frame_of_reference_uid,
+        "series_key": series.series_uid,
+        "missing_uids": sorted(series.missing_uids),
+        "uids_from_file_meta": sorted(series.uids_from_file_meta),
+        "series_description": series.description,
+        "series_number": series.series_number,
+        "modality": series.modality,
+        "sop_instance_uids": [s.sop_instance_uid for s in geometry.slices],
+        "files": [str(s.path) for s in geometry.slices],
+        "instance_numbers": [s.instance_number for s in geometry.slices],
+        "warnings": list(geometry.warnings),
+    }
 
 
 def _read_pixels(geometry: SeriesGeometry, series: SeriesInfo, folder: Path) -> np.ndarray:

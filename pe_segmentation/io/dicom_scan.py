@@ -11,27 +11,33 @@ Which series is chosen, when a folder holds several (documented for users in ``p
 3. Among the rest: the most slices, then the thinnest slice spacing, then the lowest SeriesNumber.
 
 ``series_uid`` overrides the rule.
+
+Which files make a series: those sharing a SeriesInstanceUID. Files without one (blanked or dropped by an
+anonymizer) are grouped by folder, study, series number, grid and reconstruction
+(:mod:`pe_segmentation.io.dicom_series_keys`) and named by a synthetic key instead. A file is refused only for
+what is really wrong with it: cut short (:mod:`pe_segmentation.io.dicom_header` checks the bytes), or an image
+header without pixel data. Missing UIDs are recorded on the series and warned about, not refused.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pydicom
-from pydicom.errors import InvalidDicomError
 
 from pe_segmentation.errors import InputDataError
+from pe_segmentation.io.dicom_header import FileHeader, read_file_header
+from pe_segmentation.io.dicom_series_keys import SeriesFacts, UidlessGrouping, series_facts
 
 log = logging.getLogger(__name__)
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
-UNCOMPRESSED_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 # |cos| between the slice normal and the patient's S axis above which a series counts as axial (about 30°).
 AXIAL_COSINE = 0.866
 
@@ -41,7 +47,7 @@ class DicomSlice:
     """The header facts of one image file that series selection and geometry need."""
 
     path: Path
-    sop_instance_uid: str
+    sop_instance_uid: str | None  # from the file meta when the data set lacks it; None when neither has one
     instance_number: int | None
     position: np.ndarray | None  # ImagePositionPatient (LPS mm)
     orientation: np.ndarray | None  # ImageOrientationPatient: row cosines then column cosines
@@ -55,7 +61,17 @@ class DicomSlice:
 
 @dataclass
 class SeriesInfo:
-    """One series found in a folder, with what a user needs to recognise it (no patient identity)."""
+    """One series found in a folder, with what a user needs to recognise it (no patient identity).
+
+    Attributes:
+        series_uid: what selects the series (``--series-uid``): its SeriesInstanceUID, or for files without
+            one, the synthetic key of :mod:`pe_segmentation.io.dicom_series_keys` (then ``grouping`` is set).
+            Use :attr:`source_series_uid` for the UID the files carry.
+        study_uid: StudyInstanceUID of its first file, "" when absent.
+        grouping: for a series without SeriesInstanceUID, which facts grouped its files; None otherwise.
+        missing_uids: UID keywords that some of its files lack in their data set (absent or empty).
+        uids_from_file_meta: SOP UID keywords taken from the file meta because a data set lacks them.
+    """
 
     series_uid: str
     study_uid: str
@@ -66,10 +82,34 @@ class SeriesInfo:
     sop_class_uid: str
     slices: list[DicomSlice] = field(default_factory=list)
     non_image_files: int = 0
+    frame_of_reference_uid: str | None = None
+    grouping: str | None = None
+    missing_uids: frozenset[str] = frozenset()
+    uids_from_file_meta: frozenset[str] = frozenset()
 
     @property
     def n_files(self) -> int:
         return len(self.slices) + self.non_image_files
+
+    @property
+    def source_series_uid(self) -> str | None:
+        """The SeriesInstanceUID its files carry, or None for a series grouped without one."""
+        return None if self.grouping is not None else self.series_uid
+
+    def uid_warning(self) -> str | None:
+        """What ``pe-seg info`` and the reader warn about the series' UIDs: which are missing, and for a series
+        without SeriesInstanceUID, how its files were grouped and which key selects it. None when complete."""
+        if not self.missing_uids:
+            return None
+        text = f"missing in the files: {', '.join(sorted(self.missing_uids))}"
+        if self.uids_from_file_meta:
+            text += f" ({', '.join(sorted(self.uids_from_file_meta))} taken from the file meta)"
+        if self.grouping is not None:
+            text += (
+                f"; files grouped into one series by {self.grouping}; pe-seg names it {self.series_uid} "
+                f"(not a DICOM UID): pass --series-uid {self.series_uid} to select it"
+            )
+        return text
 
     @property
     def is_localizer(self) -> bool:
@@ -128,7 +168,10 @@ class SeriesInfo:
     def summary(self) -> dict:
         """JSON-friendly description for ``pe-seg info``."""
         return {
-            "series_uid": self.series_uid,
+            "key": self.series_uid,
+            "series_uid": self.source_series_uid,
+            "missing_uids": sorted(self.missing_uids),
+            "grouped_by": self.grouping,
             "series_number": self.series_number,
             "description": self.description,
             "modality": self.modality,
@@ -168,34 +211,16 @@ def _floats(value, count: int) -> np.ndarray | None:
     return values if values.size == count and np.isfinite(values).all() else None
 
 
-def _pixel_data_truncated(path: Path, data_offset: int, ds: pydicom.Dataset, syntax: str) -> bool:
-    """For uncompressed files, whether the file is shorter than its declared pixel data."""
-    if syntax not in UNCOMPRESSED_SYNTAXES:
-        return False
-    expected = int(ds.Rows) * int(ds.Columns) * (int(ds.get("BitsAllocated", 16)) // 8)
-    expected *= int(ds.get("SamplesPerPixel", 1)) * int(ds.get("NumberOfFrames", 1) or 1)
-    return path.stat().st_size - data_offset < expected
-
-
-def _read_header(path: Path) -> tuple[pydicom.Dataset, int] | None:
-    """The header of a DICOM file and the offset where its pixel data starts, or None if not DICOM."""
-    with open(path, "rb") as handle:
-        try:
-            ds = pydicom.dcmread(handle, stop_before_pixels=True)
-        except InvalidDicomError:
-            return None
-        return ds, handle.tell()
-
-
-def _slice_from_header(path: Path, ds: pydicom.Dataset, data_offset: int) -> DicomSlice:
-    syntax = str(getattr(ds.get("file_meta", None), "TransferSyntaxUID", "1.2.840.10008.1.2"))
+def _slice_from_header(header: FileHeader) -> DicomSlice:
+    """The :class:`DicomSlice` of an image file; a file whose pixel data is cut short is marked truncated."""
+    ds = header.ds
     slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
     rescale = (float(slope), float(intercept)) if slope is not None and intercept is not None else None
     spacing = _floats(ds.get("PixelSpacing"), 2) if "PixelSpacing" in ds else None
     instance = ds.get("InstanceNumber")
     return DicomSlice(
-        path=path,
-        sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
+        path=header.path,
+        sop_instance_uid=header.uids.get("SOPInstanceUID"),
         instance_number=int(instance) if instance not in (None, "") else None,
         position=_floats(ds.get("ImagePositionPatient"), 3) if "ImagePositionPatient" in ds else None,
         orientation=_floats(ds.get("ImageOrientationPatient"), 6)
@@ -205,13 +230,9 @@ def _slice_from_header(path: Path, ds: pydicom.Dataset, data_offset: int) -> Dic
         columns=int(ds.Columns),
         pixel_spacing=(float(spacing[0]), float(spacing[1])) if spacing is not None else None,
         rescale=rescale,
-        transfer_syntax=syntax,
-        truncated=_pixel_data_truncated(path, data_offset, ds, syntax),
+        transfer_syntax=header.transfer_syntax,
+        truncated=header.ends_early is not None,
     )
-
-
-#: Type 1 in every DICOM object: a file without one of them is cut short or not a DICOM object at all.
-_REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID")
 
 
 def _iter_files(folder: Path):
@@ -220,6 +241,65 @@ def _iter_files(folder: Path):
         for name in sorted(files):
             if name.upper() != "DICOMDIR" and not name.startswith("."):
                 yield Path(root) / name
+
+
+def _file_problem(header: FileHeader) -> str | None:
+    """Why a whole-looking DICOM file cannot be part of a series, or None.
+
+    A file cut inside its header is refused here; one cut inside its pixel data becomes a slice marked
+    truncated, refused with its name when its series is read. Missing UIDs are no problem (module docstring).
+    """
+    if header.ends_early == "inside its header":
+        return f"truncated file: it ends {header.ends_early}"
+    ds = header.ds
+    image_class = header.uids.get("SOPClassUID") in (CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE)
+    if header.pixel_offset is None and ("Rows" in ds or "Columns" in ds or image_class):
+        return "an image header without pixel data"
+    if header.pixel_offset is not None and not ("Rows" in ds and "Columns" in ds):
+        return "pixel data without Rows and Columns"
+    return None
+
+
+def _new_series(key: str, header: FileHeader, facts: SeriesFacts | None) -> SeriesInfo:
+    """The :class:`SeriesInfo` that ``header``, its first file, opens (``facts``: how UID-less files group)."""
+    ds = header.ds
+    return SeriesInfo(
+        series_uid=key,
+        study_uid=header.uids.get("StudyInstanceUID", ""),
+        modality=str(ds.get("Modality", "")),
+        description=str(ds.get("SeriesDescription", "")),
+        series_number=int(ds.SeriesNumber) if ds.get("SeriesNumber") not in (None, "") else None,
+        image_type=tuple(str(v).upper() for v in (ds.get("ImageType") or [])),
+        sop_class_uid=header.uids.get("SOPClassUID", ""),
+        grouping=facts.describe() if facts is not None else None,
+    )
+
+
+def _add_file(header: FileHeader, by_key: dict[str, SeriesInfo], grouping: UidlessGrouping) -> None:
+    """Add a file to its series: the one of its SeriesInstanceUID, or for a file without one, the group of
+    :mod:`pe_segmentation.io.dicom_series_keys`.
+
+    Raises:
+        ValueError, TypeError: a header value that cannot be parsed.
+    """
+    uid = header.uids.get("SeriesInstanceUID")
+    facts = grouping.add(series_facts(header.ds, header.path.parent)) if uid is None else None
+    key = facts.key if facts is not None else str(uid)
+    series = by_key.get(key)
+    if series is None:
+        series = _new_series(key, header, facts)
+    if header.pixel_offset is not None:
+        series.slices.append(_slice_from_header(header))
+    else:
+        series.non_image_files += 1
+    by_key[key] = series
+    series.missing_uids |= header.missing_uids
+    series.uids_from_file_meta |= header.uids_from_file_meta
+    if series.frame_of_reference_uid is None:
+        series.frame_of_reference_uid = header.uids.get("FrameOfReferenceUID")
+
+
+_HEADER_ERRORS = (OSError, ValueError, EOFError, KeyError, AttributeError, TypeError, struct.error)
 
 
 def scan_dicom_folder(folder: str | os.PathLike[str]) -> DicomScan:
@@ -231,43 +311,23 @@ def scan_dicom_folder(folder: str | os.PathLike[str]) -> DicomScan:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputDataError(f"{folder}: no such folder")
-    by_uid: dict[str, SeriesInfo] = {}
+    by_key: dict[str, SeriesInfo] = {}
+    grouping = UidlessGrouping()
     non_dicom: list[Path] = []
     unreadable: list[tuple[Path, str]] = []
     for path in _iter_files(folder):
         try:
-            header = _read_header(path)
-        except (OSError, ValueError, EOFError, KeyError, AttributeError, TypeError) as err:
-            unreadable.append((path, f"{type(err).__name__}: {err}".splitlines()[0][:160]))
-            continue
-        if header is None:
+            header = read_file_header(path)
+            problem = None if header is None else _file_problem(header)
+            if header is not None and problem is None:
+                _add_file(header, by_key, grouping)
+        except _HEADER_ERRORS as err:  # an unparseable header or header value
+            header, problem = None, f"{type(err).__name__}: {err}".splitlines()[0][:160]
+        if problem is not None:
+            unreadable.append((path, problem))
+        elif header is None:
             non_dicom.append(path)
-            continue
-        ds, data_offset = header
-        missing = next((k for k in _REQUIRED_UIDS if not str(ds.get(k, "")).strip()), None)
-        if missing is not None:  # pydicom stops quietly at the end of a file cut inside its header
-            unreadable.append((path, f"incomplete header, no {missing} (truncated file?)"))
-            continue
-        uid = str(ds.SeriesInstanceUID)
-        series = by_uid.get(uid)
-        if series is None:
-            series = by_uid[uid] = SeriesInfo(
-                series_uid=uid,
-                study_uid=str(ds.get("StudyInstanceUID", "")),
-                modality=str(ds.get("Modality", "")),
-                description=str(ds.get("SeriesDescription", "")),
-                series_number=int(ds.SeriesNumber) if ds.get("SeriesNumber") not in (None, "") else None,
-                image_type=tuple(str(v).upper() for v in (ds.get("ImageType") or [])),
-                sop_class_uid=str(ds.get("SOPClassUID", "")),
-            )
-        if "Rows" in ds and "Columns" in ds:
-            try:
-                series.slices.append(_slice_from_header(path, ds, data_offset))
-            except (ValueError, TypeError) as err:
-                unreadable.append((path, f"bad header value ({err})"))
-        else:
-            series.non_image_files += 1
-    if not by_uid:
+    if not by_key:
         if unreadable:
             path, reason = unreadable[0]
             raise InputDataError(
@@ -275,7 +335,7 @@ def scan_dicom_folder(folder: str | os.PathLike[str]) -> DicomScan:
             )
         raise InputDataError(f"{folder}: no DICOM files found ({len(non_dicom)} other files)")
     ordered = sorted(
-        by_uid.values(), key=lambda s: (s.series_number is None, s.series_number or 0, s.series_uid)
+        by_key.values(), key=lambda s: (s.series_number is None, s.series_number or 0, s.series_uid)
     )
     return DicomScan(folder=folder, series=ordered, non_dicom_files=non_dicom, unreadable_files=unreadable)
 
@@ -294,9 +354,8 @@ def choose_series(scan: DicomScan, series_uid: str | None = None) -> SeriesInfo:
                     raise InputDataError(f"{scan.folder}: series {series_uid} cannot be used: {reason}")
                 return series
         raise InputDataError(
-            f"{scan.folder}: no series with SeriesInstanceUID {series_uid} (found {len(scan.series)}: "
-            + ", ".join(s.series_uid for s in scan.series[:5])
-            + ")"
+            f"{scan.folder}: no series with SeriesInstanceUID or pe-seg key {series_uid} "
+            f"(found {len(scan.series)}: " + ", ".join(s.series_uid for s in scan.series[:5]) + ")"
         )
     candidates = [s for s in scan.series if s.rejection_reason() is None]
     if not candidates:

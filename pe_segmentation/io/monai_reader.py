@@ -65,7 +65,7 @@ class PESegReader(ImageReader):
             "pixdim": np.concatenate([[1.0], first.spacing, [1.0] * 4]),
             "pe_seg_format": first.metadata.get("format", ""),
         }
-        if "series_uid" in first.metadata:
+        if first.metadata.get("series_uid"):  # None for a series whose files have no SeriesInstanceUID
             meta["series_uid"] = first.metadata["series_uid"]
         array = arrays[0] if len(arrays) == 1 else np.stack(arrays, axis=0)
         return array, meta

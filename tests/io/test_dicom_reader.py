@@ -224,7 +224,9 @@ def test_missing_rescale_and_slight_jitter_warn_but_read(hu_volume, series_write
 
 def test_unknown_series_uid_lists_what_exists(hu_volume, series_writer):
     folder = series_writer(hu_volume)
-    with pytest.raises(InputDataError, match=r"no series with SeriesInstanceUID 1\.2\.3"):
+    with pytest.raises(
+        InputDataError, match=r"no series with SeriesInstanceUID or pe-seg key 1\.2\.3 \(found 1: 1\.2\."
+    ):
         read_dicom_series(folder, series_uid="1.2.3")
 
 

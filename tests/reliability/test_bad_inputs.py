@@ -136,6 +136,11 @@ def _no_dicom(c: Corpus) -> Bad:
     return Bad(c.infer(folder), EXIT_INPUT, "no DICOM series", folder)
 
 
+def _blank_uids(folder: Path) -> None:
+    """What an anonymizer may do: empty SOP Class, SOP Instance and Series UIDs (the file meta keeps two)."""
+    _each(lambda k: {"SOPClassUID": "", "SOPInstanceUID": "", "SeriesInstanceUID": ""})(folder)
+
+
 def _position(k: int, dz: float = 0.0, dy: float = 0.0) -> dict[str, object]:
     return {"ImagePositionPatient": [10.0, -20.0 + dy * k, 30.0 + 2.0 * k + dz * (k % 2)]}
 
@@ -168,6 +173,11 @@ DICOM: dict[str, Callable[[Corpus], Bad]] = {
     ),
     "dicom-truncated-file": lambda c: _dicom(
         c, "truncated file", lambda f: _slices(f)[5].write_bytes(_slices(f)[5].read_bytes()[:-50])
+    ),
+    "dicom-truncated-uid-less-file": lambda c: _dicom(
+        c,
+        "truncated file",
+        lambda f: (_blank_uids(f), _slices(f)[5].write_bytes(_slices(f)[5].read_bytes()[:-50])),
     ),
     "dicom-missing-position": lambda c: _dicom(
         c, "ImagePositionPatient", lambda f: set_dicom_tags(f, 1, ImagePositionPatient=None)
