@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 
 import highdicom as hd
+import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from anonymize import blank_uids, to_jpeg2000
 from conftest import make_affine
 
 from pe_segmentation.inference.dicom_seg import write_dicom_seg
@@ -226,3 +228,28 @@ def test_without_dciodvfy_the_check_skips_naming_the_package(monkeypatch, tmp_pa
     monkeypatch.setattr(seg_checks.shutil, "which", lambda _name: None)
     with pytest.raises(pytest.skip.Exception, match="package dicom3tools"):
         dciodvfy_findings(tmp_path / "seg.dcm")
+
+
+def test_the_issues_anonymized_series_gets_its_mask_and_report(
+    tmp_path, series_writer, checkpoint, run_infer
+):
+    """The series of issue 14: JPEG 2000 lossless, SOP Class, SOP Instance and Series UIDs blanked by the
+    anonymizer (the file meta keeps the SOP UIDs). pe-seg reads it, writes the mask and the report as for the
+    original, and skips the SEG in one line: with no SeriesInstanceUID there is no series to reference, and
+    pe-seg makes up no UID that would pretend to be the source's."""
+    original = _series(series_writer, name="original")
+    anonymized = _series(series_writer, name="ct")
+    to_jpeg2000(anonymized)
+    blank_uids(anonymized)
+    assert _infer(run_infer, original, tmp_path / "plain", checkpoint) == 0
+    out = tmp_path / "out"
+    assert _infer(run_infer, anonymized, out, checkpoint) == 0
+
+    assert sorted(p.name for p in (out / "ct").iterdir()) == ["mask.nii.gz", "report.json"]
+    report = json.loads((out / "ct" / "report.json").read_text())
+    assert "SeriesInstanceUID" in report["skipped_outputs"]["dicom_seg"]
+    plain = json.loads((tmp_path / "plain" / "original" / "report.json").read_text())
+    assert report["clots"] == plain["clots"]
+    masks = [nib.load(folder / "mask.nii.gz") for folder in (tmp_path / "plain" / "original", out / "ct")]
+    np.testing.assert_array_equal(masks[0].get_fdata(), masks[1].get_fdata())
+    np.testing.assert_allclose(masks[0].affine, masks[1].affine, atol=1e-4)

@@ -13,6 +13,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from anonymize import blank_uids, drop_file_meta, files_of, to_jpeg2000
 from conftest import make_affine
 
 from pe_segmentation.cli import main
@@ -23,46 +24,7 @@ from pe_segmentation.io.dicom_scan import scan_dicom_folder
 from pe_segmentation.io.loader import load_volume
 from pe_segmentation.io.volume import Volume, affine_from_sitk
 
-JPEG2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
 BLANKED = ["SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID"]
-
-
-def files_of(folder: Path) -> list[Path]:
-    return sorted(folder.iterdir())
-
-
-def blank_uids(folder: Path) -> None:
-    """What the issue's anonymizer did: empty SOP Class, SOP Instance and Series UIDs; file meta kept."""
-    for path in files_of(folder):
-        ds = pydicom.dcmread(path)
-        ds.SOPClassUID = ds.SOPInstanceUID = ds.SeriesInstanceUID = ""
-        ds.save_as(path)
-
-
-def drop_file_meta(folder: Path) -> None:
-    """Rewrite every file as a raw data set: no preamble, no 'DICM', no file meta (implicit VR little endian)."""
-    for path in files_of(folder):
-        ds = pydicom.dcmread(path)
-        del ds.file_meta
-        ds.preamble = None
-        pydicom.dcmwrite(path, ds, enforce_file_format=False, implicit_vr=True, little_endian=True)
-        assert path.read_bytes()[:2] == b"\x08\x00"  # starts with a group 0008 element, not a preamble
-
-
-def to_jpeg2000(folder: Path) -> None:
-    """Recompress every file as JPEG 2000 lossless with SimpleITK/GDCM, keeping its header and UIDs."""
-    for path in files_of(folder):
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        reader.SetOutputPixelType(sitk.sitkInt16)  # 16 bits stored: GDCM's JPEG 2000 coder takes at most 31
-        image = reader.Execute()
-        writer = sitk.ImageFileWriter()
-        writer.SetFileName(str(path))
-        writer.SetUseCompression(True)
-        writer.SetCompressor("JPEG2000")
-        writer.KeepOriginalImageUIDOn()
-        writer.Execute(image)
-        assert pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID == JPEG2000_LOSSLESS
 
 
 def sitk_reference(folder: Path) -> sitk.Image:
