@@ -3,6 +3,9 @@
 Headers are read with pydicom without pixel data (fast, no decoder needed); pixels are read later by
 :mod:`pe_segmentation.io.dicom_reader` through SimpleITK/GDCM.
 
+A multi-frame CT object (Enhanced CT, Legacy Converted Enhanced CT) is a series of its own, one slice per frame
+(:mod:`pe_segmentation.io.dicom_multiframe`), never merged with single-frame files that share its series UID.
+
 Which series is chosen, when a folder holds several (documented for users in ``pe-seg info``):
 
 1. Only image series of modality CT qualify; localizers/scouts (ImageType LOCALIZER), secondary captures and
@@ -15,6 +18,7 @@ Which series is chosen, when a folder holds several (documented for users in ``p
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
@@ -25,11 +29,11 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from pe_segmentation.errors import InputDataError
+from pe_segmentation.io.dicom_multiframe import frame_tags, is_multiframe_ct
 
 log = logging.getLogger(__name__)
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 UNCOMPRESSED_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 # |cos| between the slice normal and the patient's S axis above which a series counts as axial (about 30°).
@@ -51,6 +55,18 @@ class DicomSlice:
     rescale: tuple[float, float] | None  # (slope, intercept), None when the tags are missing
     transfer_syntax: str
     truncated: bool
+    # --- multi-frame CT (io.dicom_multiframe): the frame this slice is, None for a single-frame file ---
+    frame: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The file name, with the frame number for a frame of a multi-frame object (for messages)."""
+        return self.path.name if self.frame is None else f"{self.path.name} frame {self.frame}"
+
+    @property
+    def location(self) -> str:
+        """The file path, with the frame number for a frame of a multi-frame object (for messages)."""
+        return str(self.path) if self.frame is None else f"{self.path} frame {self.frame}"
 
 
 @dataclass
@@ -69,7 +85,7 @@ class SeriesInfo:
 
     @property
     def n_files(self) -> int:
-        return len(self.slices) + self.non_image_files
+        return len({s.path for s in self.slices}) + self.non_image_files  # a multi-frame file counts once
 
     @property
     def is_localizer(self) -> bool:
@@ -106,8 +122,6 @@ class SeriesInfo:
             return f"modality {self.modality or 'missing'}, not CT"
         if self.sop_class_uid.startswith(SECONDARY_CAPTURE_PREFIX):
             return "secondary capture"
-        if self.sop_class_uid == ENHANCED_CT_IMAGE_STORAGE:
-            return "enhanced (multi-frame) CT is not supported yet"
         if self.is_localizer:
             return "localizer/scout"
         if len(self.slices) < 2:
@@ -210,6 +224,14 @@ def _slice_from_header(path: Path, ds: pydicom.Dataset, data_offset: int) -> Dic
     )
 
 
+def _slices_from_header(path: Path, ds: pydicom.Dataset, data_offset: int) -> list[DicomSlice]:
+    """The file's one slice, or one slice per frame of a multi-frame CT object (io.dicom_multiframe)."""
+    slice_ = _slice_from_header(path, ds, data_offset)
+    if not is_multiframe_ct(ds):
+        return [slice_]
+    return [dataclasses.replace(slice_, **tags._asdict()) for tags in frame_tags(ds)]
+
+
 #: Type 1 in every DICOM object: a file without one of them is cut short or not a DICOM object at all.
 _REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID")
 
@@ -249,9 +271,12 @@ def scan_dicom_folder(folder: str | os.PathLike[str]) -> DicomScan:
             unreadable.append((path, f"incomplete header, no {missing} (truncated file?)"))
             continue
         uid = str(ds.SeriesInstanceUID)
-        series = by_uid.get(uid)
+        key = (
+            f"{uid} {ds.SOPInstanceUID}" if is_multiframe_ct(ds) else uid
+        )  # multi-frame: a series of its own
+        series = by_uid.get(key)
         if series is None:
-            series = by_uid[uid] = SeriesInfo(
+            series = by_uid[key] = SeriesInfo(
                 series_uid=uid,
                 study_uid=str(ds.get("StudyInstanceUID", "")),
                 modality=str(ds.get("Modality", "")),
@@ -262,7 +287,7 @@ def scan_dicom_folder(folder: str | os.PathLike[str]) -> DicomScan:
             )
         if "Rows" in ds and "Columns" in ds:
             try:
-                series.slices.append(_slice_from_header(path, ds, data_offset))
+                series.slices += _slices_from_header(path, ds, data_offset)
             except (ValueError, TypeError) as err:
                 unreadable.append((path, f"bad header value ({err})"))
         else:
@@ -287,12 +312,14 @@ def choose_series(scan: DicomScan, series_uid: str | None = None) -> SeriesInfo:
         InputDataError: the named series is missing or unusable, or no series qualifies.
     """
     if series_uid is not None:
-        for series in scan.series:
-            if series.series_uid == series_uid:
-                reason = series.rejection_reason()
-                if reason:
-                    raise InputDataError(f"{scan.folder}: series {series_uid} cannot be used: {reason}")
-                return series
+        # several when a multi-frame conversion keeps its original's UID: the rule picks one of them
+        named = [s for s in scan.series if s.series_uid == series_uid]
+        usable = [s for s in named if s.rejection_reason() is None]
+        if usable:
+            return min(usable, key=SeriesInfo.rank_key)
+        if named:
+            reason = named[0].rejection_reason()
+            raise InputDataError(f"{scan.folder}: series {series_uid} cannot be used: {reason}")
         raise InputDataError(
             f"{scan.folder}: no series with SeriesInstanceUID {series_uid} (found {len(scan.series)}: "
             + ", ".join(s.series_uid for s in scan.series[:5])
