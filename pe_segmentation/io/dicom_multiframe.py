@@ -8,11 +8,10 @@ module turns such a header into one set of slice tags per frame, so that
 :mod:`pe_segmentation.io.dicom_reader` can validate and sort them exactly like a single-frame series (same
 checks, same messages, same :class:`~pe_segmentation.io.volume.Volume`). It also decodes the frames:
 
-* with one rescale for all frames (the usual case), by SimpleITK/GDCM, as single-frame series are, so every
-  transfer syntax the reader supports (uncompressed, JPEG 2000, JPEG lossless, JPEG-LS, RLE) works; GDCM
-  applies that rescale itself;
-* with rescales that differ between frames, by pydicom (stored values, rescaled here frame by frame), because
-  GDCM applies the first frame's rescale to every frame.
+* by pydicom when they are uncompressed (several times faster than GDCM on one large file) or when their
+  rescales differ (GDCM applies the first frame's rescale to every frame): stored values, rescaled here;
+* by SimpleITK/GDCM otherwise, as single-frame series are, so every compressed transfer syntax the reader
+  supports (JPEG 2000, JPEG lossless, JPEG-LS, RLE) works; GDCM applies the one rescale itself.
 
 This module imports nothing from the scan or the reader (they import it), so it must not build their types.
 """
@@ -54,7 +53,7 @@ class FrameTags(NamedTuple):
 
 
 class FrameSource(Protocol):
-    """What :func:`read_frames` needs of a slice: its file, its frame number and its rescale."""
+    """What :func:`read_frames` needs of a slice: its file, frame number, rescale and transfer syntax."""
 
     @property
     def path(self) -> Path: ...
@@ -64,6 +63,9 @@ class FrameSource(Protocol):
 
     @property
     def rescale(self) -> tuple[float, float] | None: ...
+
+    @property
+    def transfer_syntax(self) -> str: ...
 
 
 def is_multiframe_ct(ds: pydicom.Dataset) -> bool:
@@ -138,7 +140,8 @@ def read_frames(slices: Sequence[FrameSource], shape: tuple[int, int, int]) -> n
         shape: the grid's shape (columns, rows, slices), which the decoded pixels must have.
 
     Returns:
-        HU values: GDCM's type (integers) when one integer-slope rescale covers every frame, float32 otherwise.
+        HU values: integers when one rescale with an integer slope and intercept covers every frame, float32
+        otherwise (as for a single-frame series).
 
     Raises:
         InputDataError: the pixel data cannot be decoded, or does not hold the frames the header declares.
@@ -146,16 +149,36 @@ def read_frames(slices: Sequence[FrameSource], shape: tuple[int, int, int]) -> n
     path = slices[0].path
     indices = np.array([(s.frame or 1) - 1 for s in slices])
     rescales = {s.rescale for s in slices}
-    if len(rescales) == 1:
+    if len(rescales) == 1 and pydicom.uid.UID(slices[0].transfer_syntax).is_compressed:
         image = _decode_with_gdcm(path, rescales.pop())
         frames = sitk.GetArrayViewFromImage(image)  # a view: ``image`` must outlive it, until the copy below
-        stack = frames[_checked(indices, frames, shape, path)]
-    else:  # GDCM would apply the first frame's rescale to every frame: rescale each frame here
-        frames = _decode_with_pydicom(path)
-        stack = frames[_checked(indices, frames, shape, path)].astype(np.float32)
-        slopes, intercepts = np.array([s.rescale or (1.0, 0.0) for s in slices], dtype=np.float32).T
-        stack = stack * slopes[:, None, None] + intercepts[:, None, None]
-    return stack.transpose(2, 1, 0)
+        return frames[_checked(indices, frames, shape, path)].transpose(2, 1, 0)
+    # uncompressed (pydicom reads it several times faster than GDCM), or a rescale per frame, which GDCM
+    # would not apply: GDCM applies the first frame's rescale to every frame
+    frames = _decode_with_pydicom(path)
+    return _rescaled(frames, _checked(indices, frames, shape, path), slices).transpose(2, 1, 0)
+
+
+def _rescaled(stored: np.ndarray, indices: np.ndarray, slices: Sequence[FrameSource]) -> np.ndarray:
+    """Stored frames ``indices`` in HU, as (k, rows, columns): frame k by slice k's rescale (none: already HU).
+
+    Integers when one rescale with an integer slope and intercept covers every frame, float32 otherwise. The
+    frames are copied once, into the result, and rescaled in place: a CT is hundreds of megabytes.
+    """
+    rescales = [s.rescale or (1.0, 0.0) for s in slices]
+    slope, intercept = rescales[0]
+    integer = len(set(rescales)) == 1 and slope.is_integer() and intercept.is_integer()
+    hu = np.empty((len(indices), *stored.shape[1:]), dtype=np.int32 if integer else np.float32)
+    for k, index in enumerate(indices):
+        hu[k] = stored[index]
+    if integer:
+        hu *= int(slope)
+        hu += int(intercept)
+        return hu
+    slopes, intercepts = np.array(rescales, dtype=np.float32).T[:, :, None, None]
+    hu *= slopes
+    hu += intercepts
+    return hu
 
 
 def _checked(indices: np.ndarray, frames: np.ndarray, shape: tuple[int, int, int], path: Path) -> np.ndarray:
