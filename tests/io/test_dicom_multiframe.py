@@ -22,13 +22,15 @@ from enhanced_ct import (
     positions,
     same_position,
 )
-from pydicom.uid import JPEGLSLossless, RLELossless
+from monai.transforms import LoadImage
+from pydicom.uid import JPEGLosslessSV1, JPEGLSLossless, RLELossless
 
 from pe_segmentation.errors import InputDataError
 from pe_segmentation.io import load_volume
 from pe_segmentation.io.dicom_multiframe import ENHANCED_CT_IMAGE_STORAGE
 from pe_segmentation.io.dicom_reader import read_dicom_series
 from pe_segmentation.io.dicom_scan import choose_series, scan_dicom_folder
+from pe_segmentation.io.monai_reader import PESegReader
 from pe_segmentation.io.volume import Volume
 
 OBLIQUE = make_affine(euler_deg=(20.0, -10.0, 35.0))
@@ -113,6 +115,34 @@ def test_per_frame_groups_and_per_frame_rescale_give_the_same_hu(original, tmp_p
     np.testing.assert_allclose(volume.affine, reference.affine, atol=1e-4)
 
 
+def _half_slope(ds: pydicom.Dataset) -> None:
+    """RescaleSlope 0.5 (shared) with doubled stored values: the same HU, decoded to floats."""
+    ds.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence[0].RescaleSlope = 0.5
+    ds.PixelData = (ds.pixel_array.astype(np.int32) * 2 + 1024).astype(np.uint16).tobytes()
+    ds.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence[0].RescaleIntercept = -1536
+
+
+@pytest.mark.parametrize("syntax", [None, RLELossless], ids=["explicit-by-pydicom", "rle-by-gdcm"])
+def test_a_fractional_slope_gives_float_hu(original, tmp_path, syntax):
+    path = convert_to_multiframe(original, tmp_path / "enhanced" / "ct.dcm", frame_order=SHUFFLED)
+    edit_multiframe(path, lambda ds: (_half_slope(ds), syntax and ds.compress(syntax)))
+
+    volume = read_dicom_series(path.parent).volume
+
+    assert volume.array.dtype == np.float32
+    np.testing.assert_array_equal(volume.array, read_dicom_series(original).volume.array.astype(np.float32))
+
+
+def test_the_monai_reader_loads_a_multiframe_file(original, tmp_path):
+    path = convert_to_multiframe(original, tmp_path / "enhanced" / "ct.dcm", frame_order=SHUFFLED)
+    reference = read_dicom_series(original).volume
+
+    image = LoadImage(reader=PESegReader(), image_only=True)(str(path))
+
+    np.testing.assert_array_equal(np.asarray(image), reference.array.astype(np.float32))
+    np.testing.assert_allclose(np.asarray(image.affine), reference.affine, atol=1e-4)
+
+
 def test_original_and_its_conversion_with_the_same_uid_stay_two_series(original, tmp_path):
     study = tmp_path / "study"
     shutil.copytree(original, study / "single")
@@ -153,6 +183,13 @@ def _no_position(ds: pydicom.Dataset) -> None:
     del ds.PerFrameFunctionalGroupsSequence[1].PlanePositionSequence
 
 
+def _per_frame_rescale_as_jpeg_lossless(ds: pydicom.Dataset) -> None:
+    """Per-frame rescales in a transfer syntax pydicom cannot decode here (JPEG lossless; only GDCM can)."""
+    per_frame("PixelValueTransformationSequence", "RescaleIntercept", lambda i, value: float(value) - i)(ds)
+    ds.compress(RLELossless)
+    ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
+
+
 TILTED = [1, 0, 0, 0, 0.9, 0.43589]
 REFUSALS: dict[str, tuple[Callable[[Path], object], str]] = {
     "gap": (_edit(drop_frame(3)), "missing slices"),
@@ -171,6 +208,10 @@ REFUSALS: dict[str, tuple[Callable[[Path], object], str]] = {
     ),
     "missing-position": (_edit(_no_position), "frame 2: missing or invalid ImagePositionPatient"),
     "truncated": (_truncate, "truncated file"),
+    "per-frame-rescale-without-a-pydicom-decoder": (
+        _edit(_per_frame_rescale_as_jpeg_lossless),
+        "frames with different RescaleSlope/RescaleIntercept need pydicom to decode them",
+    ),
 }
 
 
