@@ -97,8 +97,8 @@ def input_identity(image: Volume) -> dict[str, Any]:
     ):
         if meta.get(key) not in (None, ""):
             identity[name] = meta[key]
-    if meta.get("sop_instance_uids"):
-        identity["instances"] = len(meta["sop_instance_uids"])
+    if meta.get("sop_instance_uids"):  # a multi-frame file is one instance, however many slices it holds
+        identity["instances"] = len(set(meta["sop_instance_uids"]))
     identity.update(
         {
             "shape": list(image.shape),

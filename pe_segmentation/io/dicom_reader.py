@@ -6,6 +6,9 @@ spacing is measured between positions. Series whose slices do not form one regul
 uneven spacing, gantry tilt/shear, mixed sizes or orientations) are refused with a one-line reason, because a
 model run on them would silently be wrong. Pixels are decoded by SimpleITK/GDCM (JPEG 2000, JPEG lossless,
 JPEG-LS and RLE included), which is several times faster than decoding slice by slice in Python.
+
+The frames of a multi-frame CT object are slices like any other here (same checks, same messages, the file
+and frame named); only their pixels are decoded by :mod:`pe_segmentation.io.dicom_multiframe`.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import SimpleITK as sitk
 
 from pe_segmentation.errors import InputDataError
+from pe_segmentation.io.dicom_multiframe import read_frames
 from pe_segmentation.io.dicom_scan import (
     DicomScan,
     DicomSlice,
@@ -78,6 +82,8 @@ def series_geometry(series: SeriesInfo, where: Path) -> SeriesGeometry:
         InputDataError: the slices do not form one regular 3D grid (the message says how).
     """
     label = f"{where}: series {series.series_number} '{series.description}'"
+    if series.slices and series.slices[0].frame is not None:  # one multi-frame object: name the file
+        label = f"{series.slices[0].path}: multi-frame series {series.series_number} '{series.description}'"
     if len(series.slices) < 2:
         raise InputDataError(f"{label}: has {len(series.slices)} slice; a CT volume needs at least 2")
     tags = [_required_tags(slice_) for slice_ in series.slices]
@@ -121,7 +127,7 @@ def _required_tags(slice_: DicomSlice) -> _SliceTags:
             )
             if value is None
         ]
-        raise InputDataError(f"{slice_.path}: missing or invalid {', '.join(missing)}")
+        raise InputDataError(f"{slice_.location}: missing or invalid {', '.join(missing)}")
     return _SliceTags(position, orientation, pixel_spacing)
 
 
@@ -150,7 +156,7 @@ def _slice_axes(
     orientation = tags[0].orientation
     for slice_, slice_tags in zip(slices[1:], tags[1:], strict=True):
         if np.abs(slice_tags.orientation - orientation).max() > ORIENTATION_TOLERANCE:
-            raise InputDataError(f"{label}: mixed ImageOrientationPatient ({slice_.path.name} differs)")
+            raise InputDataError(f"{label}: mixed ImageOrientationPatient ({slice_.name} differs)")
     row, col = orientation[:3], orientation[3:]
     if (
         abs(np.linalg.norm(row) - 1) > 1e-3
@@ -180,7 +186,7 @@ def _check_spacing(slices: Sequence[DicomSlice], heights: np.ndarray, label: str
         i = int(duplicate[0])
         raise InputDataError(
             f"{label}: duplicate slice positions ({duplicate.size + 1} slices share a position, e.g. "
-            f"{slices[i].path.name} and {slices[i + 1].path.name} at {heights[i]:.2f} mm); "
+            f"{slices[i].name} and {slices[i + 1].name} at {heights[i]:.2f} mm); "
             "several acquisitions in one series? pick one with --series-uid or split the folder"
         )
     step = float(np.median(gaps))
@@ -283,7 +289,7 @@ def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = N
 
 def _volume_metadata(folder: Path, series: SeriesInfo, geometry: SeriesGeometry) -> dict:
     """Provenance of a volume read from ``series`` (see :func:`read_dicom_series`); no patient identity."""
-    return {
+    metadata: dict[str, Any] = {
         "source": str(folder),
         "format": "dicom",
         "series_uid": series.source_series_uid,
@@ -300,10 +306,15 @@ def _volume_metadata(folder: Path, series: SeriesInfo, geometry: SeriesGeometry)
         "instance_numbers": [s.instance_number for s in geometry.slices],
         "warnings": list(geometry.warnings),
     }
+    if geometry.slices[0].frame is not None:  # multi-frame: each slice's 1-based frame number in its file
+        metadata["frames"] = [s.frame for s in geometry.slices]
+    return metadata
 
 
 def _read_pixels(geometry: SeriesGeometry, series: SeriesInfo, folder: Path) -> np.ndarray:
     """Decode the slices in grid order with GDCM and return HU values indexed [i, j, k]."""
+    if geometry.slices[0].frame is not None:  # the frames of one multi-frame object (io.dicom_multiframe)
+        return _compact_hu(read_frames(geometry.slices, geometry.shape))
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(s.path) for s in geometry.slices])
     reader.MetaDataDictionaryArrayUpdateOff()

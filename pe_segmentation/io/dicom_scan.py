@@ -3,6 +3,9 @@
 Headers are read with pydicom without pixel data (fast, no decoder needed); pixels are read later by
 :mod:`pe_segmentation.io.dicom_reader` through SimpleITK/GDCM.
 
+A multi-frame CT object (Enhanced CT, Legacy Converted Enhanced CT) is a series of its own, one slice per frame
+(:mod:`pe_segmentation.io.dicom_multiframe`), never merged with single-frame files that share its series UID.
+
 Which series is chosen, when a folder holds several (documented for users in ``pe-seg info``):
 
 1. Only image series of modality CT qualify; localizers/scouts (ImageType LOCALIZER), secondary captures and
@@ -21,6 +24,7 @@ header without pixel data. Missing UIDs are recorded on the series and warned ab
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import struct
@@ -31,12 +35,12 @@ import numpy as np
 
 from pe_segmentation.errors import InputDataError
 from pe_segmentation.io.dicom_header import FileHeader, read_file_header
+from pe_segmentation.io.dicom_multiframe import MULTIFRAME_CT_CLASSES, frame_tags
 from pe_segmentation.io.dicom_series_keys import SeriesFacts, UidlessGrouping, series_facts
 
 log = logging.getLogger(__name__)
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 # |cos| between the slice normal and the patient's S axis above which a series counts as axial (about 30°).
 AXIAL_COSINE = 0.866
@@ -57,6 +61,18 @@ class DicomSlice:
     rescale: tuple[float, float] | None  # (slope, intercept), None when the tags are missing
     transfer_syntax: str
     truncated: bool
+    # --- multi-frame CT (io.dicom_multiframe): the frame this slice is, None for a single-frame file ---
+    frame: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The file name, with the frame number for a frame of a multi-frame object (for messages)."""
+        return self.path.name if self.frame is None else f"{self.path.name} frame {self.frame}"
+
+    @property
+    def location(self) -> str:
+        """The file path, with the frame number for a frame of a multi-frame object (for messages)."""
+        return str(self.path) if self.frame is None else f"{self.path} frame {self.frame}"
 
 
 @dataclass
@@ -89,7 +105,7 @@ class SeriesInfo:
 
     @property
     def n_files(self) -> int:
-        return len(self.slices) + self.non_image_files
+        return len({s.path for s in self.slices}) + self.non_image_files  # a multi-frame file counts once
 
     @property
     def source_series_uid(self) -> str | None:
@@ -146,8 +162,6 @@ class SeriesInfo:
             return f"modality {self.modality or 'missing'}, not CT"
         if self.sop_class_uid.startswith(SECONDARY_CAPTURE_PREFIX):
             return "secondary capture"
-        if self.sop_class_uid == ENHANCED_CT_IMAGE_STORAGE:
-            return "enhanced (multi-frame) CT is not supported yet"
         if self.is_localizer:
             return "localizer/scout"
         if len(self.slices) < 2:
@@ -235,6 +249,20 @@ def _slice_from_header(header: FileHeader) -> DicomSlice:
     )
 
 
+def _is_multiframe(header: FileHeader) -> bool:
+    """Whether the file is an Enhanced or Legacy Converted Enhanced CT object (its SOP Class UID may come from
+    the file meta when an anonymizer blanked the data set's)."""
+    return header.uids.get("SOPClassUID") in MULTIFRAME_CT_CLASSES
+
+
+def _slices_from_header(header: FileHeader) -> list[DicomSlice]:
+    """The file's one slice, or one slice per frame of a multi-frame CT object (io.dicom_multiframe)."""
+    slice_ = _slice_from_header(header)
+    if not _is_multiframe(header):
+        return [slice_]
+    return [dataclasses.replace(slice_, **tags._asdict()) for tags in frame_tags(header.ds)]
+
+
 def _iter_files(folder: Path):
     for root, dirs, files in os.walk(folder):
         dirs.sort()
@@ -252,7 +280,7 @@ def _file_problem(header: FileHeader) -> str | None:
     if header.ends_early == "inside its header":
         return f"truncated file: it ends {header.ends_early}"
     ds = header.ds
-    image_class = header.uids.get("SOPClassUID") in (CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE)
+    image_class = header.uids.get("SOPClassUID") in {CT_IMAGE_STORAGE, *MULTIFRAME_CT_CLASSES}
     if header.pixel_offset is None and ("Rows" in ds or "Columns" in ds or image_class):
         return "an image header without pixel data"
     if header.pixel_offset is not None and not ("Rows" in ds and "Columns" in ds):
@@ -285,14 +313,16 @@ def _add_file(header: FileHeader, by_key: dict[str, SeriesInfo], grouping: Uidle
     uid = header.uids.get("SeriesInstanceUID")
     facts = grouping.add(series_facts(header.ds, header.path.parent)) if uid is None else None
     key = facts.key if facts is not None else str(uid)
-    series = by_key.get(key)
+    # a multi-frame object is a series of its own, never merged with a single-frame original of the same UID
+    slot = f"{key} {header.uids.get('SOPInstanceUID')}" if _is_multiframe(header) else key
+    series = by_key.get(slot)
     if series is None:
         series = _new_series(key, header, facts)
     if header.pixel_offset is not None:
-        series.slices.append(_slice_from_header(header))
+        series.slices += _slices_from_header(header)
     else:
         series.non_image_files += 1
-    by_key[key] = series
+    by_key[slot] = series
     series.missing_uids |= header.missing_uids
     series.uids_from_file_meta |= header.uids_from_file_meta
     if series.frame_of_reference_uid is None:
@@ -347,12 +377,14 @@ def choose_series(scan: DicomScan, series_uid: str | None = None) -> SeriesInfo:
         InputDataError: the named series is missing or unusable, or no series qualifies.
     """
     if series_uid is not None:
-        for series in scan.series:
-            if series.series_uid == series_uid:
-                reason = series.rejection_reason()
-                if reason:
-                    raise InputDataError(f"{scan.folder}: series {series_uid} cannot be used: {reason}")
-                return series
+        # several when a multi-frame conversion keeps its original's UID: the rule picks one of them
+        named = [s for s in scan.series if s.series_uid == series_uid]
+        usable = [s for s in named if s.rejection_reason() is None]
+        if usable:
+            return min(usable, key=SeriesInfo.rank_key)
+        if named:
+            reason = named[0].rejection_reason()
+            raise InputDataError(f"{scan.folder}: series {series_uid} cannot be used: {reason}")
         raise InputDataError(
             f"{scan.folder}: no series with SeriesInstanceUID or pe-seg key {series_uid} "
             f"(found {len(scan.series)}: " + ", ".join(s.series_uid for s in scan.series[:5]) + ")"
