@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from pe_segmentation.inference.postprocess import CONNECTIVITY, Box
+from pe_segmentation.io.dicom_header import read_file_header
 from pe_segmentation.io.volume import LPS_TO_RAS, Volume
 from pe_segmentation.versions import package_versions
 
@@ -126,13 +128,14 @@ def patient_identity(image: Volume) -> dict[str, str]:
 
     Only for ``--keep-phi``; the default report leaves it out.
     """
-    import pydicom
-
     files = image.metadata.get("files") or []
     if image.metadata.get("format") != "dicom" or not files:
         return {}
-    header = pydicom.dcmread(files[0], stop_before_pixels=True, specific_tags=list(PATIENT_KEYWORDS.values()))
-    return {key: str(header.get(keyword, "") or "") for key, keyword in PATIENT_KEYWORDS.items()}
+    # the reader's header parser: it also takes files an anonymizer wrote without file meta
+    header = read_file_header(Path(files[0]))
+    if header is None:
+        return dict.fromkeys(PATIENT_KEYWORDS, "")
+    return {key: str(header.ds.get(keyword, "") or "") for key, keyword in PATIENT_KEYWORDS.items()}
 
 
 def software_versions() -> dict[str, str]:

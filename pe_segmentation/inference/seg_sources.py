@@ -21,9 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pydicom
 
+from pe_segmentation.io.dicom_header import read_file_header
 from pe_segmentation.io.volume import Volume
 
 
@@ -186,10 +188,14 @@ def seg_sources(image: Volume, anonymous: bool = False) -> SegSources:
 
 
 def _read(name: str) -> pydicom.Dataset:
+    """A source file's header, parsed as the reader parses it (also files written without file meta)."""
     try:
-        return pydicom.dcmread(name, stop_before_pixels=True)
-    except (OSError, pydicom.errors.InvalidDicomError) as err:
+        header = read_file_header(Path(name))
+    except (OSError, ValueError, EOFError, pydicom.errors.InvalidDicomError) as err:
         raise DicomSegSkipped(f"cannot re-read a source header ({type(err).__name__}: {err})") from err
+    if header is None:
+        raise DicomSegSkipped(f"{name} is no longer a DICOM file")
+    return header.ds
 
 
 def _reduced(header: pydicom.Dataset, keep: Sequence[str]) -> pydicom.Dataset:

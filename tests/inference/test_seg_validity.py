@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from anonymize import blank_uids, to_jpeg2000
+from anonymize import blank_uids, drop_file_meta, to_jpeg2000
 from conftest import make_affine
 
 from pe_segmentation.inference.dicom_seg import write_dicom_seg
@@ -253,3 +253,21 @@ def test_the_issues_anonymized_series_gets_its_mask_and_report(
     masks = [nib.load(folder / "mask.nii.gz") for folder in (tmp_path / "plain" / "original", out / "ct")]
     np.testing.assert_array_equal(masks[0].get_fdata(), masks[1].get_fdata())
     np.testing.assert_allclose(masks[0].affine, masks[1].affine, atol=1e-4)
+
+
+def test_keep_phi_reads_the_patient_of_files_without_file_meta(
+    tmp_path, series_writer, checkpoint, run_infer
+):
+    """An export without preamble and file meta is read; --keep-phi and the SEG writer then read its headers with
+    the reader's own parser (pydicom's plain dcmread refuses such files): the patient in the report, a valid SEG."""
+    folder = _series(series_writer)
+    drop_file_meta(folder)
+    out = tmp_path / "out"
+    assert _infer(run_infer, folder, out, checkpoint, "--keep-phi") == 0
+
+    report = json.loads((out / "ct" / "report.json").read_text())
+    assert report["patient"]["id"] == "PID-7731"
+    assert "skipped_outputs" not in report
+    seg = pydicom.dcmread(out / "ct" / "seg.dcm")
+    assert seg.PatientID == "PID-7731"
+    assert dciodvfy_findings(out / "ct" / "seg.dcm").errors == []
