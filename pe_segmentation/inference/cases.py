@@ -80,11 +80,13 @@ def _common_folder(series: list[SeriesInfo]) -> Path:
 
 
 def _study_cases(root: Path, scan: DicomScan) -> list[CaseInput]:
-    """One case per StudyInstanceUID among the scan's image series."""
+    """One case per StudyInstanceUID among the scan's image series; series whose files carry none (anonymized)
+    are one case per folder, so that two such patients under one root do not merge into one case."""
     studies: dict[str, list[SeriesInfo]] = {}
     for series in scan.series:
         if series.slices:
-            studies.setdefault(series.study_uid, []).append(series)
+            study = series.study_uid or f"folder {_common_folder([series])}"
+            studies.setdefault(study, []).append(series)
     cases = []
     for number, series_list in enumerate(studies.values(), start=1):
         folder = _common_folder(series_list)
@@ -99,7 +101,7 @@ def _study_cases(root: Path, scan: DicomScan) -> list[CaseInput]:
             cases.append(CaseInput(name, folder, None, str(err)))
             continue
         cases.append(CaseInput(name, folder, chosen))
-    return cases
+    return sorted(cases, key=lambda case: case.name)  # the scan orders series by UID, which users do not see
 
 
 def _folder_cases(root: Path) -> list[CaseInput]:

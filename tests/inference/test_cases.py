@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pydicom
 import pytest
 from conftest import make_affine
 
@@ -93,3 +94,23 @@ def test_nothing_to_segment(tmp_path):
         discover_cases(tmp_path / "empty")
     with pytest.raises(InputDataError, match="neither a DICOM file nor"):
         discover_cases(tmp_path / "empty" / "notes.txt")
+
+
+def test_anonymized_patients_without_study_uids_stay_separate_cases(tmp_path, series_writer):
+    """Two patients exported UID-less (Study and Series UIDs blanked) under one root: one case each, found by
+    folder, not one merged "study" whose series rule would pick only one of them."""
+    for patient in ("p1", "p2"):
+        folder = series_writer(IMAGE, f"cases/{patient}")
+        for path in folder.iterdir():
+            ds = pydicom.dcmread(path)
+            ds.StudyInstanceUID = ds.SeriesInstanceUID = ""
+            ds.save_as(path)
+    cases = discover_cases(tmp_path / "cases")
+    assert [(case.name, case.path.name, case.error) for case in cases] == [
+        ("p1", "p1", None),
+        ("p2", "p2", None),
+    ]
+    for case in cases:
+        volume = read_dicom_series(case.path, case.series_uid).volume
+        assert volume.metadata["study_uid"] is None
+        assert volume.metadata["series_key"] == case.series_uid
