@@ -28,8 +28,10 @@ import dataclasses
 import logging
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -217,7 +219,7 @@ def slice_normal(orientation: np.ndarray | None) -> np.ndarray | None:
     return normal / norm if norm > 0 else None
 
 
-def _floats(value, count: int) -> np.ndarray | None:
+def _floats(value: Any, count: int) -> np.ndarray | None:
     try:
         values = np.array([float(v) for v in value], dtype=np.float64)
     except (TypeError, ValueError):
@@ -263,7 +265,7 @@ def _slices_from_header(header: FileHeader) -> list[DicomSlice]:
     return [dataclasses.replace(slice_, **tags._asdict()) for tags in frame_tags(header.ds)]
 
 
-def _iter_files(folder: Path):
+def _iter_files(folder: Path) -> Iterator[Path]:
     for root, dirs, files in os.walk(folder):
         dirs.sort()
         for name in sorted(files):

@@ -12,6 +12,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from monai.data import ImageReader
@@ -47,7 +48,9 @@ class PESegReader(ImageReader):
             for name in ensure_tuple(filename)
         )
 
-    def read(self, data: Sequence[str | os.PathLike[str]] | str | os.PathLike[str], **kwargs) -> list[Volume]:
+    def read(
+        self, data: Sequence[str | os.PathLike[str]] | str | os.PathLike[str], **kwargs: Any
+    ) -> list[Volume]:
         """Read each path; errors are :class:`~pe_segmentation.errors.InputDataError` naming the path."""
         return [load_volume(name, self.series_uid) for name in ensure_tuple(data)]
 
