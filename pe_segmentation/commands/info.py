@@ -17,8 +17,9 @@ import numpy as np
 
 from pe_segmentation.errors import EXIT_INPUT, PESegError
 from pe_segmentation.io.dicom_reader import series_geometry
-from pe_segmentation.io.dicom_scan import SeriesInfo, choose_series, scan_dicom_folder
+from pe_segmentation.io.dicom_scan import SeriesInfo, scan_dicom_folder
 from pe_segmentation.io.loader import input_kind, load_volume
+from pe_segmentation.io.series_choice import choose_series
 from pe_segmentation.io.volume import Volume
 
 

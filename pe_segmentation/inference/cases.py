@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pe_segmentation.errors import InputDataError
-from pe_segmentation.io.dicom_scan import DicomScan, SeriesInfo, choose_series, scan_dicom_folder
+from pe_segmentation.io.dicom_scan import DicomScan, SeriesInfo, scan_dicom_folder
 from pe_segmentation.io.loader import input_kind
+from pe_segmentation.io.series_choice import choose_series
 from pe_segmentation.io.volume_files import case_name, is_volume_file
 
 log = logging.getLogger(__name__)

@@ -29,10 +29,10 @@ from pe_segmentation.io.dicom_scan import (
     DicomScan,
     DicomSlice,
     SeriesInfo,
-    choose_series,
     scan_dicom_folder,
     slice_normal,
 )
+from pe_segmentation.io.series_choice import choose_series
 from pe_segmentation.io.volume import Volume, affine_from_geometry
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,6 @@ header without pixel data. Missing UIDs are recorded on the series and warned ab
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import struct
 from collections.abc import Iterator
@@ -39,8 +38,6 @@ from pe_segmentation.errors import InputDataError
 from pe_segmentation.io.dicom_header import FileHeader, read_file_header
 from pe_segmentation.io.dicom_multiframe import MULTIFRAME_CT_CLASSES, frame_tags
 from pe_segmentation.io.dicom_series_keys import SeriesFacts, UidlessGrouping, series_facts
-
-log = logging.getLogger(__name__)
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
@@ -370,47 +367,3 @@ def scan_dicom_folder(folder: str | os.PathLike[str]) -> DicomScan:
         by_key.values(), key=lambda s: (s.series_number is None, s.series_number or 0, s.series_uid)
     )
     return DicomScan(folder=folder, series=ordered, non_dicom_files=non_dicom, unreadable_files=unreadable)
-
-
-def choose_series(scan: DicomScan, series_uid: str | None = None) -> SeriesInfo:
-    """Pick the series to segment by the module's rule, or the one named by ``series_uid``.
-
-    Raises:
-        InputDataError: the named series is missing or unusable, or no series qualifies.
-    """
-    if series_uid is not None:
-        # several when a multi-frame conversion keeps its original's UID: the rule picks one of them
-        named = [s for s in scan.series if s.series_uid == series_uid]
-        usable = [s for s in named if s.rejection_reason() is None]
-        if usable:
-            return min(usable, key=SeriesInfo.rank_key)
-        if named:
-            reason = named[0].rejection_reason()
-            raise InputDataError(f"{scan.folder}: series {series_uid} cannot be used: {reason}")
-        raise InputDataError(
-            f"{scan.folder}: no series with SeriesInstanceUID or pe-seg key {series_uid} "
-            f"(found {len(scan.series)}: " + ", ".join(s.series_uid for s in scan.series[:5]) + ")"
-        )
-    candidates = [s for s in scan.series if s.rejection_reason() is None]
-    if not candidates:
-        found = "; ".join(
-            f"{s.modality or '?'} '{s.description}' {s.n_files} file(s): {s.rejection_reason()}"
-            for s in scan.series[:4]
-        )
-        kind = (
-            "no CT image series"
-            if all(s.modality != "CT" or not s.slices for s in scan.series)
-            else "no usable CT series"
-        )
-        raise InputDataError(f"{scan.folder}: {kind} (found {found})")
-    chosen = min(candidates, key=SeriesInfo.rank_key)
-    if len(candidates) > 1:
-        log.info(
-            "%s: %d CT series qualify; using series %s '%s' (%d slices); pick another with --series-uid",
-            scan.folder,
-            len(candidates),
-            chosen.series_number,
-            chosen.description,
-            len(chosen.slices),
-        )
-    return chosen

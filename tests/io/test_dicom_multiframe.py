@@ -29,8 +29,9 @@ from pe_segmentation.errors import InputDataError
 from pe_segmentation.io import load_volume
 from pe_segmentation.io.dicom_multiframe import ENHANCED_CT_IMAGE_STORAGE
 from pe_segmentation.io.dicom_reader import read_dicom_series
-from pe_segmentation.io.dicom_scan import choose_series, scan_dicom_folder
+from pe_segmentation.io.dicom_scan import scan_dicom_folder
 from pe_segmentation.io.monai_reader import PESegReader
+from pe_segmentation.io.series_choice import choose_series
 from pe_segmentation.io.volume import Volume
 
 OBLIQUE = make_affine(euler_deg=(20.0, -10.0, 35.0))
