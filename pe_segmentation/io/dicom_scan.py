@@ -13,7 +13,7 @@ Which series is chosen, when a folder holds several (documented for users in ``p
 2. ORIGINAL series beat DERIVED ones (reformats, MIPs); axial series beat coronal/sagittal/oblique ones.
 3. Among the rest: the most slices, then the thinnest slice spacing, then the lowest SeriesNumber.
 
-``series_uid`` overrides the rule.
+``series_uid`` overrides the rule. :func:`pe_segmentation.io.series_choice.choose_series` applies it.
 
 Which files make a series: those sharing a SeriesInstanceUID. Files without one (blanked or dropped by an
 anonymizer) are grouped by folder, study, series number, grid and reconstruction
