@@ -75,7 +75,7 @@ def evaluate(
 
 def log_summary(summary: Mapping[str, Any]) -> None:
     """Log the headline figures of an evaluation: Dice with its interval, per-embolus sensitivity at its false
-    positives per scan, and FROC sensitivities."""
+    positives per scan, false alarms on scans without emboli, the study-level answer, and FROC sensitivities."""
     voxel, detection = summary["voxel"], summary["detection"]
     dice = voxel["dice"]
     if dice["n"]:
@@ -95,9 +95,49 @@ def log_summary(summary: Mapping[str, Any]) -> None:
             detection["emboli"],
             detection["fp_per_scan"],
         )
+    negative = summary["cases_without_emboli"]
+    if negative["cases"]:
+        log.info(
+            "scans without emboli: %d false-positive clot(s) on %d of %d (%.2f per scan)",
+            negative["false_positive_clots"],
+            negative["with_false_positive_clots"],
+            negative["cases"],
+            negative["fp_clots_per_scan"],
+        )
+    log_study_level(summary["study_level"])
     froc = summary.get("froc")
     if froc:
         readings = ", ".join(
             f"{100 * s:.0f}% @ {r:g}" for r, s in zip(froc["fp_rates"], froc["sensitivity"], strict=True)
         )
         log.info("FROC sensitivity at FP/scan: %s", readings)
+
+
+def log_study_level(study: Mapping[str, Any]) -> None:
+    """Log the study-level answer: TP/FP/TN/FN, sensitivity, specificity and ROC AUC with their intervals, the
+    source of the scores, and which of them are not defined."""
+
+    def figure(name: str, percent: bool) -> str:
+        value, interval = study[name], study[f"{name}_ci95"]
+        if value is None:
+            return f"{name} not defined"
+        scale, unit, digits = (100, "%", 1) if percent else (1, "", 3)
+        text = f"{name} {scale * value:.{digits}f}{unit}"
+        if interval is not None:
+            text += f" (95% CI {scale * interval[0]:.{digits}f} to {scale * interval[1]:.{digits}f}{unit})"
+        return text
+
+    log.info(
+        "study level (%d scans, scores from %s): TP %d, FP %d, TN %d, FN %d; %s; %s; %s",
+        study["scans"],
+        study["score_source"],
+        study["tp"],
+        study["fp"],
+        study["tn"],
+        study["fn"],
+        figure("sensitivity", True),
+        figure("specificity", True),
+        figure("auc", False),
+    )
+    for name, reason in study["not_defined"].items():
+        log.info("study-level %s %s", name, reason)

@@ -1,4 +1,5 @@
-"""Evaluation of embolus segmentations: voxel metrics, per-embolus detection and FROC, summaries, plots.
+"""Evaluation of embolus segmentations: voxel metrics, per-embolus detection and FROC, the study-level answer
+(PE in the scan or not: sensitivity, specificity, ROC AUC), summaries, plots.
 
 Typical use::
 
@@ -26,11 +27,21 @@ from pe_segmentation.evaluation.detection import (
     sensitivity_at,
 )
 from pe_segmentation.evaluation.matching import CaseMatching, CasePair, collect_cases, match_cases
-from pe_segmentation.evaluation.plots import plot_froc, plot_metric_boxes
+from pe_segmentation.evaluation.plots import plot_froc, plot_metric_boxes, plot_roc
 from pe_segmentation.evaluation.report import render_report, write_report
 from pe_segmentation.evaluation.runner import EvaluationResult, evaluate_cases
 from pe_segmentation.evaluation.scoring import CaseEvaluation, embolus_mask, evaluate_case
 from pe_segmentation.evaluation.settings import EvaluationSettings
+from pe_segmentation.evaluation.study_level import (
+    ROCCurve,
+    StudyCall,
+    find_report,
+    mask_study_call,
+    read_study_call,
+    roc_auc,
+    roc_curve,
+    study_summary,
+)
 from pe_segmentation.evaluation.summary import bootstrap_ci, describe
 from pe_segmentation.evaluation.voxel_metrics import (
     VOXEL_METRICS,
@@ -55,6 +66,8 @@ __all__ = [
     "EvaluationSettings",
     "FROCCurve",
     "HitCriterion",
+    "ROCCurve",
+    "StudyCall",
     "bootstrap_ci",
     "collect_cases",
     "confusion_counts",
@@ -63,16 +76,23 @@ __all__ = [
     "embolus_mask",
     "evaluate_case",
     "evaluate_cases",
+    "find_report",
     "froc_candidates",
     "froc_curve",
     "label_components",
+    "mask_study_call",
     "match_cases",
     "match_components",
     "overlap_metrics",
     "plot_froc",
     "plot_metric_boxes",
+    "plot_roc",
+    "read_study_call",
     "render_report",
+    "roc_auc",
+    "roc_curve",
     "sensitivity_at",
+    "study_summary",
     "surface_metrics",
     "voxel_metrics",
     "write_report",

@@ -28,6 +28,7 @@ from pe_segmentation.evaluation.detection import (
 from pe_segmentation.evaluation.matching import CaseMatching
 from pe_segmentation.evaluation.scoring import CaseEvaluation
 from pe_segmentation.evaluation.settings import EvaluationSettings
+from pe_segmentation.evaluation.study_level import study_summary
 from pe_segmentation.evaluation.summary import bootstrap_ci, describe
 from pe_segmentation.evaluation.voxel_metrics import VOXEL_METRICS
 from pe_segmentation.versions import __version__
@@ -63,8 +64,10 @@ def summarize_cases(
             "cases": len(negative),
             "with_predicted_voxels": len(with_fp),
             "false_positive_volume_ml": describe([c.row["pred_volume_ml"] for c in negative], **boot),
+            **_false_alarms(negative, settings),
         },
         "detection": _detection_summary(cases, settings),
+        "study_level": study_summary([c.study_call for c in cases], [c.has_emboli for c in cases], **boot),
     }
     return summary
 
@@ -114,6 +117,20 @@ def _bootstrap(settings: EvaluationSettings) -> dict[str, int]:
 def _ratio(numerator: float, denominator: float) -> float:
     """``numerator / denominator``, NaN (undefined) when the denominator is zero."""
     return numerator / denominator if denominator else math.nan
+
+
+def _false_alarms(negative: Sequence[CaseEvaluation], settings: EvaluationSettings) -> dict[str, Any]:
+    """False-positive clots on scans without emboli ("how many false alarms on normal scans"): every predicted
+    component there is one. Their total, the scans with any, and the mean per such scan with its interval
+    (``None`` without such scans)."""
+    false_pos = np.array([c.detection.false_positives for c in negative], dtype=np.float64)
+    low, high = bootstrap_ci(len(negative), lambda i: float(false_pos[i].mean()), **_bootstrap(settings))
+    return {
+        "false_positive_clots": int(false_pos.sum()),
+        "with_false_positive_clots": int((false_pos > 0).sum()),
+        "fp_clots_per_scan": float(false_pos.mean()) if len(negative) else None,
+        "fp_clots_per_scan_ci95": [low, high] if len(negative) else None,
+    }
 
 
 def _detection_summary(cases: Sequence[CaseEvaluation], settings: EvaluationSettings) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""PNG figures of an evaluation: per-metric box plots and the FROC curve.
+"""PNG figures of an evaluation: per-metric box plots, the FROC curve and the study-level ROC curve.
 
 All figures are drawn with matplotlib's Agg backend (no display needed) and written atomically.
 """
@@ -153,3 +153,40 @@ def _froc_axes(axis: Any, upper: float, title: str) -> None:
     axis.grid(alpha=0.3, which="both")
     axis.legend(loc="lower right", fontsize=8)
     axis.set_title(title, fontsize=10)
+
+
+def plot_roc(
+    fpr: Sequence[float] | np.ndarray,
+    tpr: Sequence[float] | np.ndarray,
+    path: str | os.PathLike[str],
+    auc: float | None = None,
+    operating_point: tuple[float, float] | None = None,
+    title: str = "Study-level ROC",
+) -> Path:
+    """The study-level ROC curve (straight lines between operating points) over the chance diagonal.
+
+    Args:
+        fpr: false-positive rates (1 - specificity), from 0 up to 1 (every scan called positive).
+        tpr: true-positive rates (sensitivity) at each point.
+        path: the PNG to write.
+        auc: the area, shown in the legend.
+        operating_point: ``(1 - specificity, sensitivity)`` of the yes/no calls, drawn as a star.
+        title: figure title.
+    """
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(4.8, 4.5))
+    axis.plot([0, 1], [0, 1], "--", color="0.6", linewidth=1, label="chance")
+    label = "ROC" if auc is None or not math.isfinite(auc) else f"ROC (AUC {auc:.3f})"
+    axis.plot(np.asarray(fpr), np.asarray(tpr), "-o", color="tab:blue", markersize=3, label=label)
+    if operating_point is not None and all(math.isfinite(v) for v in operating_point):
+        axis.plot(*operating_point, "*", markersize=12, color="tab:red", label="PE present (call)")
+    axis.set_xlim(-0.02, 1.02)
+    axis.set_ylim(-0.02, 1.02)
+    axis.set_aspect("equal")
+    axis.set_xlabel("1 - specificity (scans without emboli)")
+    axis.set_ylabel("sensitivity (scans with emboli)")
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower right", fontsize=8)
+    axis.set_title(title, fontsize=10)
+    figure.tight_layout()
+    return save_figure(figure, path)

@@ -55,6 +55,7 @@ def render_report(summary: Mapping[str, Any], problems: Sequence[str] = ()) -> s
         *_voxel_section(summary, files),
         *_negative_section(summary["cases_without_emboli"]),
         *_detection_section(summary["detection"]),
+        *_study_section(summary["study_level"], files),
     ]
     froc = summary.get("froc")
     if froc:
@@ -101,12 +102,16 @@ def _negative_section(negative: Mapping[str, Any]) -> list[str]:
     if not negative["cases"]:
         return []
     volume = negative["false_positive_volume_ml"]
+    low, high = negative["fp_clots_per_scan_ci95"]
     return [
         "",
         "## Scans without emboli",
         "",
         f"{negative['with_predicted_voxels']} of {negative['cases']} got predicted embolus voxels "
         f"(mean {_number(volume['mean'])} mL, max {_number(volume['max'])} mL).",
+        f"False alarms: {negative['false_positive_clots']} false-positive clot(s) on these scans, on "
+        f"{negative['with_false_positive_clots']} of them: {_number(negative['fp_clots_per_scan'], 2)} per scan "
+        f"without emboli (95% CI {_interval(low, high, digits=2)}).",
     ]
 
 
@@ -134,6 +139,37 @@ def _detection_section(detection: Mapping[str, Any]) -> list[str]:
             for size, info in detection["by_size"].items()
         ],
     ]
+
+
+def _study_section(study: Mapping[str, Any], files: Mapping[str, str]) -> list[str]:
+    """Study level (is there PE in the scan?): counts, sensitivity, specificity and AUC with their intervals,
+    where the scores came from, what is not defined, and the ROC figure."""
+    rules = "; ".join(f"{rule} ({n} scans)" for rule, n in study["score_rules"].items())
+    lines = [
+        "",
+        "## Study level (PE in the scan or not)",
+        "",
+        f"Truth: {study['truth']}. Call: {study['call']}. Scores from {study['score_source']} "
+        f"({study['scores_from_report']} from report.json, {study['scores_from_mask']} from the mask): {rules}.",
+        "",
+        "| scans | TP | FP | TN | FN | sensitivity (95% CI) | specificity (95% CI) | ROC AUC (95% CI) |",
+        "| ---: | ---: | ---: | ---: | ---: | --- | --- | --- |",
+        f"| {study['scans']} | {study['tp']} | {study['fp']} | {study['tn']} | {study['fn']} | "
+        + " | ".join(
+            f"{fmt(study[name])} ({_study_interval(study[name + '_ci95'], percent=fmt is _percent)})"
+            for name, fmt in (("sensitivity", _percent), ("specificity", _percent), ("auc", _number))
+        )
+        + " |",
+    ]
+    if study["not_defined"]:
+        lines += ["", *[f"- {name}: {reason}." for name, reason in study["not_defined"].items()]]
+    if "roc_png" in files:
+        lines += ["", f"![study-level ROC]({files['roc_png']})"]
+    return lines
+
+
+def _study_interval(interval: Sequence[float] | None, percent: bool) -> str:
+    return "n/a" if interval is None else _interval(interval[0], interval[1], percent=percent)
 
 
 def _froc_section(froc: Mapping[str, Any], files: Mapping[str, str]) -> list[str]:
@@ -183,6 +219,7 @@ _FILE_LINKS = {
     "boxplots": "box plots (PNG)",
     "froc_csv": "FROC operating points (CSV)",
     "froc_png": "FROC curve (PNG)",
+    "roc_png": "study-level ROC curve (PNG)",
 }
 
 
@@ -211,6 +248,8 @@ def _conventions_section(settings: Mapping[str, Any]) -> list[str]:
         "- HD95: the larger of the two directed 95th percentiles of surface distances (MONAI); ASSD: mean of "
         "both directed surface distances; NSD: MONAI's normalised surface Dice.",
         "- Voxel statistics use scans with emboli only; false positives per scan use every scan.",
+        "- Study level: ROC AUC is the Mann-Whitney statistic (a tie between a scan with and one without emboli "
+        "counts 1/2); a mask without a report.json scores 1 when it holds any embolus voxel, else 0.",
     ]
 
 

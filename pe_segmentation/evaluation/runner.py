@@ -24,10 +24,11 @@ from pe_segmentation.errors import InputDataError
 from pe_segmentation.evaluation.aggregate import froc_summary, summarize_cases
 from pe_segmentation.evaluation.detection import CaseCandidates
 from pe_segmentation.evaluation.matching import CaseMatching, CasePair
-from pe_segmentation.evaluation.plots import plot_froc, plot_metric_boxes
+from pe_segmentation.evaluation.plots import plot_froc, plot_metric_boxes, plot_roc
 from pe_segmentation.evaluation.report import write_report
 from pe_segmentation.evaluation.scoring import CaseEvaluation, evaluate_case
 from pe_segmentation.evaluation.settings import EvaluationSettings
+from pe_segmentation.evaluation.study_level import roc_curve
 from pe_segmentation.evaluation.summary import json_ready
 from pe_segmentation.evaluation.tables import write_emboli_csv, write_froc_csv, write_per_case_csv
 from pe_segmentation.evaluation.voxel_metrics import VOXEL_METRICS
@@ -43,6 +44,7 @@ OUTPUT_FILES = {
     "boxplots": "boxplots.png",
     "froc_csv": "froc.csv",
     "froc_png": "froc.png",
+    "roc_png": "roc.png",
     "report": "report.md",
 }
 
@@ -63,7 +65,8 @@ def evaluate_cases(
     progress: bool = True,
 ) -> EvaluationResult:
     """Evaluate every pair and write ``per_case.csv``, ``emboli.csv``, ``summary.json``, ``boxplots.png``,
-    ``report.md`` and, with probability maps, ``froc.csv`` and ``froc.png`` into ``output_dir``.
+    ``report.md``, with scans with and without emboli ``roc.png`` (study level), and with probability maps
+    ``froc.csv`` and ``froc.png`` into ``output_dir``.
 
     Args:
         matching: the pairs (from :func:`~pe_segmentation.evaluation.matching.match_cases`) or a list of pairs.
@@ -90,6 +93,8 @@ def evaluate_cases(
         "emboli": write_emboli_csv(output / OUTPUT_FILES["emboli"], cases),
         "boxplots": _plot_boxes(cases, output / OUTPUT_FILES["boxplots"]),
     }
+    if summary["study_level"]["auc"] is not None:
+        files["roc_png"] = _plot_roc(cases, summary["study_level"], output / OUTPUT_FILES["roc_png"])
     candidates = _all_candidates(cases)
     if candidates is not None:
         files.update(_write_froc(candidates, settings, summary, output))
@@ -131,6 +136,21 @@ def _plot_boxes(cases: Sequence[CaseEvaluation], path: Path) -> Path:
     columns["false_positives"] = [c.row["false_positives"] for c in cases]
     return plot_metric_boxes(
         columns, path, title=f"{len(positive)} cases with emboli (false positives: all {len(cases)} scans)"
+    )
+
+
+def _plot_roc(cases: Sequence[CaseEvaluation], study: dict[str, Any], path: Path) -> Path:
+    """Draw ``roc.png``: the study-level ROC of the cases' scores, with the yes/no calls' operating point."""
+    calls = [c.study_call for c in cases]
+    curve = roc_curve([c.score for c in calls], [c.has_emboli for c in cases])
+    return plot_roc(
+        curve.fpr,
+        curve.tpr,
+        path,
+        auc=study["auc"],
+        operating_point=(1 - study["specificity"], study["sensitivity"]),
+        title=f"Study level: {study['with_emboli']} scans with emboli, {study['without_emboli']} without "
+        f"(scores: {study['score_source']})",
     )
 
 

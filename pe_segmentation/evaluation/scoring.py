@@ -27,6 +27,7 @@ from pe_segmentation.evaluation.detection import (
 )
 from pe_segmentation.evaluation.matching import CasePair
 from pe_segmentation.evaluation.settings import EvaluationSettings
+from pe_segmentation.evaluation.study_level import StudyCall, mask_study_call, read_study_call
 from pe_segmentation.evaluation.voxel_metrics import voxel_metrics
 from pe_segmentation.io.volume import Volume, check_same_geometry
 from pe_segmentation.io.volume_files import read_volume
@@ -67,16 +68,23 @@ def probability_map(volume: Volume, path: Path) -> np.ndarray:
 
 @dataclass
 class CaseEvaluation:
-    """The scores of one case: the per-case CSV row, its emboli, and FROC candidates when a map was given."""
+    """The scores of one case: the per-case CSV row, its emboli, FROC candidates when a map was given, and its
+    study-level call (``None``: the mask's binary call, see :attr:`study_call`)."""
 
     row: dict[str, Any]
     detection: DetectionResult
     candidates: CaseCandidates | None = None
     label_values: tuple[int, ...] = ()
+    study: StudyCall | None = None
 
     @property
     def has_emboli(self) -> bool:
         return self.row["label_voxels"] > 0
+
+    @property
+    def study_call(self) -> StudyCall:
+        """The case's study-level call: :attr:`study`, or the mask's binary call when that was not read."""
+        return self.study if self.study is not None else mask_study_call(self.row["pred_voxels"] > 0)
 
 
 @dataclass
@@ -103,15 +111,17 @@ def evaluate_case(pair: CasePair, settings: EvaluationSettings | None = None) ->
     """Read and score one case.
 
     Raises:
-        InputDataError: unreadable files, grids that differ, bad label or probability values.
+        InputDataError: unreadable files, grids that differ, bad label or probability values, a bad
+            ``report.json`` beside the prediction.
     """
     settings = settings or EvaluationSettings()
     masks = _read_case(pair, settings)
     voxel_mm3 = float(np.prod(masks.spacing))
     metrics = voxel_metrics(masks.pred, masks.label, masks.spacing, settings.nsd_tolerance_mm)
     detection, candidates = _detect(masks, settings, voxel_mm3)
-    row = _case_row(pair, metrics, detection, candidates, masks.spacing, voxel_mm3)
-    return CaseEvaluation(row, detection, candidates, masks.label_values)
+    study = read_study_call(pair.pred, bool(masks.pred.any()))
+    row = _case_row(pair, metrics, detection, candidates, study, masks.spacing, voxel_mm3)
+    return CaseEvaluation(row, detection, candidates, masks.label_values, study)
 
 
 def _read_case(pair: CasePair, settings: EvaluationSettings) -> _CaseMasks:
@@ -190,10 +200,12 @@ def _case_row(
     metrics: dict[str, float | int],
     detection: DetectionResult,
     candidates: CaseCandidates | None,
+    study: StudyCall,
     spacing: np.ndarray,
     voxel_mm3: float,
 ) -> dict[str, Any]:
-    """The case's row of ``per_case.csv``: volumes, voxel metrics, detection counts and the files scored."""
+    """The case's row of ``per_case.csv``: volumes, voxel metrics, detection counts, the study-level call and
+    the files scored."""
     return {
         "case": pair.case,
         "label_voxels": metrics["tp"] + metrics["fn"],
@@ -207,8 +219,18 @@ def _case_row(
         "predicted_components": detection.predicted_components,
         "false_positives": detection.false_positives,
         "fp_candidates": int(candidates.false_positive.sum()) if candidates is not None else math.nan,
+        **_study_columns(study),
         "spacing_mm": "x".join(f"{s:.4g}" for s in spacing),
         "pred": str(pair.pred),
         "label": str(pair.label),
         "prob": "" if pair.prob is None else str(pair.prob),
+    }
+
+
+def _study_columns(study: StudyCall) -> dict[str, Any]:
+    """The case's study-level columns of ``per_case.csv``: score, call and where they came from."""
+    return {
+        "study_score": study.score,
+        "study_pe_present": study.pe_present,
+        "study_score_source": study.source,
     }
