@@ -108,6 +108,7 @@ def test_evaluate_writes_every_output(study, tmp_path):
         "froc.png",
         "per_case.csv",
         "report.md",
+        "roc.png",
         "summary.json",
     ]
     assert sorted(p.name for p in output.iterdir()) == expected
@@ -155,6 +156,14 @@ def check_summary(summary: dict) -> None:
     assert dice["mean"] == pytest.approx((36 / 62 + 1) / 2, rel=1e-5)
     assert set(dice) >= {"mean", "median", "std", "ci95_low", "ci95_high"}
     assert summary["cases_without_emboli"]["with_predicted_voxels"] == 1
+    # false alarms on normal scans: c4's one blob over c3 and c4
+    assert summary["cases_without_emboli"]["false_positive_clots"] == 1
+    assert summary["cases_without_emboli"]["fp_clots_per_scan"] == pytest.approx(0.5)
+    # no report.json: binary mask scores 1, 1 (c1, c2) against 0, 1 (c3, c4): AUC (1 + 1/2) * 2 / 4
+    study = summary["study_level"]
+    assert (study["score_source"], study["scores_from_mask"]) == ("mask", 4)
+    assert (study["tp"], study["fp"], study["tn"], study["fn"]) == (2, 1, 1, 0)
+    assert (study["sensitivity"], study["specificity"], study["auc"]) == pytest.approx((1, 0.5, 0.75))
     detection = summary["detection"]
     assert (detection["emboli"], detection["detected"], detection["false_positives"]) == (3, 2, 2)
     assert detection["sensitivity"] == pytest.approx(2 / 3)
