@@ -35,10 +35,12 @@ def evaluate(
     strict: bool = False,
     progress: bool = False,
 ) -> EvaluationResult:
-    """Voxel metrics, per-embolus detection, FROC, bootstrap intervals, plots and a Markdown report.
+    """Voxel metrics, per-embolus detection, the study-level answer, FROC, bootstrap intervals, plots and a
+    Markdown report.
 
-    Writes ``per_case.csv``, ``emboli.csv``, ``summary.json``, ``boxplots.png``, ``report.md`` and, with
-    probability maps, ``froc.csv`` and ``froc.png`` into ``output``.
+    Writes ``per_case.csv``, ``emboli.csv``, ``summary.json``, ``boxplots.png``, ``report.md``, with scans with
+    and without emboli ``roc.png`` (study level: each prediction's ``report.json`` score, else its mask's) and,
+    with probability maps, ``froc.csv`` and ``froc.png`` into ``output``.
 
     Args:
         pred: predicted masks (a folder, a datalist ``.json`` or one file), or the pairs themselves

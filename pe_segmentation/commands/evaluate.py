@@ -1,7 +1,8 @@
 """``pe-seg evaluate``: score predicted embolus masks against reference labels, or redraw a training run's curves.
 
 Writes into ``--output``: ``per_case.csv``, ``emboli.csv``, ``summary.json`` (mean, median, SD and bootstrap 95%
-CI per metric), ``boxplots.png``, ``report.md`` and, with ``--prob``, ``froc.csv`` and ``froc.png``. With
+CI per metric), ``boxplots.png``, ``report.md``, with scans with and without emboli ``roc.png`` (study level,
+scored from each prediction's ``report.json`` or its mask) and, with ``--prob``, ``froc.csv`` and ``froc.png``. With
 ``--run RUN_DIR`` (or ``--pred`` naming a folder that holds ``metrics.csv``) it redraws ``curves.png`` from the
 run's ``metrics.csv`` instead.
 """
@@ -26,8 +27,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=(
             "Score predicted embolus masks against reference labels: Dice, IoU, sensitivity, specificity, "
             "precision, accuracy, HD95, ASSD and normalised surface Dice per case (embolus class only); "
-            "per-embolus sensitivity and false positives per scan; with --prob, an FROC curve with sensitivity "
-            "at 0.5, 1, 2, 4 and 8 FP/scan. Writes CSV, JSON, PNG and a Markdown report. With --run, redraws "
+            "per-embolus sensitivity and false positives per scan; study level (PE in the scan or not, scored "
+            "from the report.json beside each prediction, else from its mask): sensitivity, specificity, ROC AUC; "
+            "with --prob, an FROC curve with sensitivity at 0.5, 1, 2, 4 and 8 FP/scan. Writes CSV, JSON, PNG and a Markdown report. With --run, redraws "
             "a training run's curves from its metrics.csv."
         ),
     )
