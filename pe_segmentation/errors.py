@@ -32,6 +32,10 @@ class InputDataError(PESegError):
     exit_code = EXIT_INPUT
 
 
+class ScanQualityError(InputDataError):
+    """The scan is readable but not a usable CTPA (``--qc strict``): no lungs in view, no contrast, ..."""
+
+
 class ConfigError(PESegError):
     """A configuration file or override is invalid."""
 

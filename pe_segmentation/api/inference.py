@@ -46,7 +46,7 @@ class InferenceSettings:
         checkpoint: the weights file.
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
         predictor: keyword options of :class:`~pe_segmentation.inference.Predictor` (overlap, sw_batch_size,
-            threshold, min_volume_mm3, tta, fast, channels_last).
+            threshold, min_volume_mm3, tta, fast, channels_last, qc, territory).
         save_probability, dicom_seg, preview: which optional outputs to write.
     """
 
@@ -167,7 +167,8 @@ def infer(
         progress: MONAI's progress bar over the sliding windows (one process only).
         on_result: called as each case finishes, with its result, the number done and the total.
         **predictor: options of :class:`~pe_segmentation.inference.Predictor`: ``overlap``, ``sw_batch_size``,
-            ``threshold``, ``min_volume_mm3``, ``tta``, ``fast``, ``channels_last`` (``None``: the model's own).
+            ``threshold``, ``min_volume_mm3``, ``tta``, ``fast``, ``channels_last``, ``qc`` (``report`` or
+            ``strict``), ``territory`` (``None``: the model's own).
 
     Returns:
         The run: one result per case of this process (under ``torchrun``, this rank's share).

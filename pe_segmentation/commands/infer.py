@@ -93,6 +93,17 @@ def _add_output_flags(parser: argparse.ArgumentParser) -> None:
         metavar="MM3",
         help="drop clots smaller than this (default: inference.min_volume_mm3)",
     )
+    post.add_argument(
+        "--qc",
+        choices=["report", "strict"],
+        help="scan quality checks: report (default) writes them and marks the findings of a failing scan "
+        "unreliable; strict refuses such a scan (exit code 3)",
+    )
+    post.add_argument(
+        "--no-territory",
+        action="store_true",
+        help="run every window and keep clots anywhere (default: only in the lungs and pulmonary arteries)",
+    )
     post.add_argument("--save-probability", action="store_true", help="also write probability.nii.gz")
     post.add_argument("--no-dicom-seg", action="store_true", help="no seg.dcm for DICOM input")
     post.add_argument("--no-preview", action="store_true", help="no preview.png")
@@ -135,6 +146,8 @@ def run_command(args: argparse.Namespace) -> int:
         tta=True if args.tta else None,
         fast=True if args.fast else None,
         channels_last=False if args.no_channels_last else None,
+        qc=args.qc,
+        territory=False if args.no_territory else None,
     )
     if run.failed:
         print(f"error: {len(run.failed)} of {len(run.results)} case(s) failed", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""``pe-seg info``: what is in an input (series, geometry, HU range, warnings): the first thing users check.
+"""``pe-seg info``: what is in an input (series, geometry, HU range, warnings, the scan quality checks that
+``pe-seg infer`` runs): the first thing users check.
 
 The report goes to stdout; a refusal's one ``error:`` line goes to stderr, as with every other command, so that
 ``pe-seg info ... > report.txt`` keeps the report and still shows why the input is refused.
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pe_segmentation.errors import EXIT_INPUT, PESegError
+from pe_segmentation.inference.scan_quality import assess_scan
 from pe_segmentation.io.dicom_reader import series_geometry
 from pe_segmentation.io.dicom_scan import SeriesInfo, scan_dicom_folder
 from pe_segmentation.io.loader import input_kind, load_volume
@@ -82,6 +84,7 @@ def describe_input(path: Path, series_uid: str | None = None) -> dict[str, Any]:
         report["error"] = str(err)
         return report
     report.update(describe_volume(volume))
+    report["qc"] = assess_scan(volume).to_dict()
     return report
 
 
@@ -113,6 +116,10 @@ def format_report(report: dict[str, Any]) -> str:
             f"origin (RAS): {origin} mm",
             f"values: {low:g} to {high:g} ({report['dtype']})",
         ]
+    if "qc" in report:
+        lines.append(f"scan quality: {report['qc']['verdict'].upper()}")
+        for name, check in report["qc"]["checks"].items():
+            lines.append(f"  {name}: {check['verdict']} - {check['reason']}")
     for warning in report.get("warnings", []) + report.get("unreadable_files", []):
         lines.append(f"warning: {warning}")
     return "\n".join(lines)

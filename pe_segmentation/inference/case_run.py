@@ -38,6 +38,8 @@ class CaseResult:
         device: where it ran.
         error: the one-line reason of a failure.
         exit_code: the failure's exit code (:mod:`pe_segmentation.errors`).
+        qc_verdict: the scan quality checks' verdict (``pass``, ``warn``, ``fail``; empty when not run).
+        qc_summary: the checks in one line.
     """
 
     name: str
@@ -49,6 +51,8 @@ class CaseResult:
     device: str = ""
     error: str | None = None
     exit_code: int = 0
+    qc_verdict: str = ""
+    qc_summary: str = ""
 
 
 def run_case(
@@ -91,6 +95,7 @@ def run_case(
         reason = f"internal error: {type(err).__name__}: {err} (run with --debug for the traceback)"
         return _failed(case, started, device, reason, EXIT_INTERNAL)
     totals = report["totals"]
+    quality = prediction.quality
     return CaseResult(
         case.name,
         True,
@@ -99,6 +104,8 @@ def run_case(
         clot_burden_ml=float(totals["clot_burden_ml"]),
         seconds=time.perf_counter() - started,
         device=device,
+        qc_verdict="" if quality is None else quality.verdict,
+        qc_summary="" if quality is None else quality.summary_line(),
     )
 
 
@@ -128,6 +135,15 @@ def log_case_result(result: CaseResult, done: int, total: int) -> None:
             where,
             result.folder,
         )
+        if result.qc_verdict == "fail":
+            log.warning("%s: %s: its findings are unreliable", result.name, result.qc_summary)
+        elif result.qc_summary:
+            log.log(
+                logging.WARNING if result.qc_verdict == "warn" else logging.INFO,
+                "%s: %s",
+                result.name,
+                result.qc_summary,
+            )
     else:
         log.error("[%d/%d] %s: failed: %s", done, total, result.name, result.error)
 

@@ -29,6 +29,7 @@ from pe_segmentation.errors import OutputError
 from pe_segmentation.inference.dicom_seg import can_write_dicom_seg, write_dicom_seg
 from pe_segmentation.inference.predictor import Prediction
 from pe_segmentation.inference.report import case_report, patient_identity
+from pe_segmentation.inference.scan_quality import ScanQuality
 from pe_segmentation.inference.seg_sources import DicomSegSkipped
 from pe_segmentation.io.atomic import atomic_write_text
 from pe_segmentation.io.volume import Volume
@@ -237,6 +238,9 @@ def write_case(
             timings,
             model,
             outputs,
+            qc=None if prediction.quality is None else prediction.quality.to_dict(),
+            territory=prediction.territory or None,
+            study_score=prediction.study_score if prediction.quality is not None else None,
         )
         if options.preview:
             _add_preview(report, prediction, folder / PREVIEW_NAME, case, options.hu_window)
@@ -301,7 +305,15 @@ def _add_preview(
         report["clots"],
         path,
         hu_window,
-        title=f"{case}: {totals['clot_count']} clot(s), {totals['clot_burden_ml']:.2f} mL",
+        title=_preview_title(case, totals, prediction.quality),
     )
     report["outputs"]["preview"] = PREVIEW_NAME
     report["seconds"]["write_preview"] = round(time.perf_counter() - start, 3)
+
+
+def _preview_title(case: str, totals: Mapping[str, Any], quality: ScanQuality | None) -> str:
+    """The preview's title: the clots, and the scan's quality on a second line (flagged when it fails)."""
+    title = f"{case}: {totals['clot_count']} clot(s), {totals['clot_burden_ml']:.2f} mL"
+    if quality is None:
+        return title
+    return f"{title}\n{quality.summary_line()}"

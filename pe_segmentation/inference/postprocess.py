@@ -357,3 +357,50 @@ def probability_to_mask(
     if roi is None:
         return MaskResult(mask, None, None)
     return MaskResult(mask, box_in(union, roi), values[roi].copy())
+
+
+@dataclass(frozen=True)
+class DroppedClots:
+    """Candidate clots removed by a filter, and their size on the grid where they were found."""
+
+    count: int = 0
+    voxels: int = 0
+
+
+def drop_outside_territory(
+    probability: np.ndarray, territory: np.ndarray, threshold: float, min_inside: float = 0.5
+) -> DroppedClots:
+    """Remove the candidate clots that lie mostly outside the territory where emboli can be.
+
+    A candidate is a 26-connected group of voxels at or above ``threshold``; it is dropped (its voxels set to
+    0 in ``probability``, in place) when less than ``min_inside`` of its voxels lie in ``territory``.
+
+    Args:
+        probability: embolus probability on the network grid; edited in place.
+        territory: the same grid, non-zero where emboli can be.
+        threshold: the clot threshold, in (0, 1].
+        min_inside: the share of a candidate's voxels that must lie in the territory, in (0, 1].
+
+    Returns:
+        How many candidates were dropped, and their voxels.
+    """
+    if probability.shape != territory.shape:
+        raise ValueError(
+            f"territory shape {territory.shape} differs from the probability's {probability.shape}"
+        )
+    if not 0.0 < min_inside <= 1.0:
+        raise ValueError(f"min_inside must be in (0, 1], got {min_inside}")
+    above = probability >= threshold
+    outer = bounding_box(above)
+    if outer is None:
+        return DroppedClots()
+    labels, count = ndimage.label(above[outer], structure=CONNECTIVITY)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    inside = np.bincount(labels.ravel(), weights=(territory[outer] != 0).ravel(), minlength=count + 1)
+    dropped = inside < min_inside * sizes
+    dropped[0] = False
+    if not dropped.any():
+        return DroppedClots()
+    region = probability[outer]
+    region[dropped[labels]] = 0.0
+    return DroppedClots(int(dropped.sum()), int(sizes[dropped].sum()))

@@ -14,6 +14,12 @@ Where time goes is chosen with care, since inference is what users run most, oft
   channel instead of one per class, and no multi-class logits exist at the original resolution;
 * the probability is brought back to the original grid only around voxels that can reach the threshold
   (:func:`~pe_segmentation.inference.postprocess.probability_to_mask`), unless the whole map is asked for.
+
+Before the network runs, the scan's quality is checked from its HU
+(:func:`~pe_segmentation.inference.scan_quality.assess_scan`), which also gives the territory where emboli can
+be: the lungs and the mediastinal pulmonary arteries. Windows that hold none of it are not run, and candidate
+clots that lie mostly outside it are dropped and counted
+(:func:`~pe_segmentation.inference.postprocess.drop_outside_territory`).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,17 +41,20 @@ from monai.utils import convert_to_numpy
 
 from pe_segmentation.config import Config, replace_section
 from pe_segmentation.data.transforms import build_inference_transforms
-from pe_segmentation.errors import CheckpointError, ConfigError
+from pe_segmentation.errors import CheckpointError, ConfigError, ScanQualityError
 from pe_segmentation.inference.postprocess import (
     Box,
+    DroppedClots,
     GridMapping,
     MaskResult,
     bounding_box,
     box_in,
+    drop_outside_territory,
     probability_to_mask,
     remove_small_components,
 )
 from pe_segmentation.inference.preloaded import PreloadedReader
+from pe_segmentation.inference.scan_quality import ScanQuality, assess_scan
 from pe_segmentation.inference.window_network import EmbolusLogit, flip_combinations
 from pe_segmentation.io.loader import load_volume
 from pe_segmentation.io.volume import Volume
@@ -62,6 +71,14 @@ log = logging.getLogger(__name__)
 FAST_SPACING_FACTOR = 1.5
 #: ... and windows overlap this much (docs/inference.md gives the agreement this costs).
 FAST_OVERLAP = 0.0
+#: ``qc``: ``report`` writes the checks and goes on (a failed check marks the findings unreliable);
+#: ``strict`` refuses a case whose scan fails a check (:class:`~pe_segmentation.errors.ScanQualityError`).
+QC_MODES = ("report", "strict")
+#: When one of these checks fails, the scan has no territory: not a chest CT, or no lungs in view (the lung bases
+#: at the top of an abdominal CT are no place to look for emboli).
+NO_TERRITORY_WHEN_FAILED = ("chest", "lungs")
+#: A candidate clot is kept when at least this share of its voxels lies in the territory.
+MIN_SHARE_IN_TERRITORY = 0.5
 
 
 @dataclass
@@ -76,6 +93,9 @@ class Prediction:
         image: the input CT as read (the writers use its DICOM identity; the preview its voxels).
         seconds: time per stage: ``load``, ``preprocess``, ``network``, ``postprocess``.
         details: how the case was run (network grid, device, precision, windows, TTA, ...).
+        quality: the scan quality checks (``None`` when the predictor was asked not to run them).
+        territory: windows run and skipped, and candidate clots dropped outside the territory.
+        study_score: the highest embolus probability inside the territory, in [0, 1]: ranks studies.
     """
 
     mask: Volume
@@ -85,6 +105,9 @@ class Prediction:
     image: Volume
     seconds: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    quality: ScanQuality | None = None
+    territory: dict[str, Any] = field(default_factory=dict)
+    study_score: float = 0.0
 
 
 def _fast_config(config: Config) -> Config:
@@ -129,9 +152,12 @@ class Predictor:
         channels_last: run the network in channels-last memory format (faster with bf16 on CPUs).
         progress: MONAI's progress bar over the windows.
         model_info: what reports say about the model (file, hash, epoch, ...).
+        qc: one of :data:`QC_MODES`.
+        territory: confine the network and its clots to the territory where emboli can be (the scan quality
+            checks find it); ``False`` runs every window and keeps clots anywhere.
 
     Raises:
-        ConfigError: a bad device, precision, threshold, overlap or window batch.
+        ConfigError: a bad device, precision, threshold, overlap, window batch or QC mode.
     """
 
     def __init__(
@@ -150,6 +176,8 @@ class Predictor:
         channels_last: bool = True,
         progress: bool = False,
         model_info: dict[str, Any] | None = None,
+        qc: str = "report",
+        territory: bool = True,
     ) -> None:
         self.trained_config = config
         self.config = _fast_config(config) if fast else config
@@ -168,6 +196,10 @@ class Predictor:
             raise ConfigError(f"overlap must be in [0, 1), got {self.overlap:g}")
         if self.sw_batch_size < 1:
             raise ConfigError(f"window batch size must be >= 1, got {self.sw_batch_size}")
+        if qc not in QC_MODES:
+            raise ConfigError(f"qc must be one of {', '.join(QC_MODES)}, got {qc!r}")
+        self.qc = qc
+        self.use_territory = bool(territory)
         self.tta = bool(tta)
         self.fast = bool(fast)
         self.progress = bool(progress)
@@ -241,6 +273,8 @@ class Predictor:
             else list(self.config.preprocessing.spacing),
             "tta": self.tta,
             "fast": self.fast,
+            "qc": self.qc,
+            "territory": self.use_territory,
         }
 
     @torch.no_grad()
@@ -252,8 +286,9 @@ class Predictor:
     ) -> Prediction:
         """Segment one CT; outputs share the input's shape and affine.
 
-        Four timed stages (``Prediction.seconds``): read the CT, preprocess it onto the network grid, run
-        the sliding window, and bring the probability back to the input grid as a mask.
+        Five timed stages (``Prediction.seconds``): read the CT, check its quality, preprocess it onto the
+        network grid, run the sliding window over the territory, and bring the probability back to the input
+        grid as a mask.
 
         Args:
             image: a read :class:`Volume` (HU), or a DICOM folder/file or NIfTI/NRRD/MHA file to read.
@@ -262,21 +297,74 @@ class Predictor:
 
         Raises:
             InputDataError: the input cannot be read or is not a usable CT.
+            ScanQualityError: with ``qc="strict"``, the scan failed a quality check.
         """
         seconds: dict[str, float] = {}
         with _timed(seconds, "load"):
             volume = image if isinstance(image, Volume) else load_volume(image, series_uid)
+        with _timed(seconds, "quality"):
+            quality = assess_scan(volume)
+        self._enforce_quality(quality, volume)
         with _timed(seconds, "preprocess"):
-            tensor, mapping = self._preprocess(volume)
+            tensor, mapping, network_affine = self._preprocess(volume)
+            territory = self._network_territory(quality, volume, network_affine, tensor.shape[1:])
         with _timed(seconds, "network"):
-            probability, stitch = self._network_probability(tensor)
+            probability, stitch = self._network_probability(tensor, territory)
         with _timed(seconds, "postprocess"):
+            outside = DroppedClots()
+            if territory is not None:
+                outside = drop_outside_territory(
+                    probability, territory, self.threshold, MIN_SHARE_IN_TERRITORY
+                )
+            score = _study_score(probability, territory)
             result = probability_to_mask(probability, mapping, self.threshold, full_probability)
             result = self._drop_small_clots(result, volume)
-        return self._prediction(volume, result, mapping, stitch, seconds)
+        prediction = self._prediction(volume, result, mapping, stitch, seconds)
+        prediction.quality = quality
+        prediction.territory = self._territory_summary(territory, outside, volume, mapping)
+        prediction.study_score = score
+        return prediction
 
-    def _preprocess(self, volume: Volume) -> tuple[torch.Tensor, GridMapping]:
-        """The preprocessed ``(1, *spatial)`` image and where its grid lies in the input's.
+    def _enforce_quality(self, quality: ScanQuality, volume: Volume) -> None:
+        """Refuse the case in ``strict`` mode when the scan fails a check; else warn once on the console."""
+        source = volume.metadata.get("source") or "input"
+        failed = [f"{check.name}: {check.reason}" for check in quality.checks if check.verdict == "fail"]
+        if failed and self.qc == "strict":
+            raise ScanQualityError(f"{source}: not a usable CTPA (--qc strict): {'; '.join(failed)}")
+
+    def _network_territory(
+        self, quality: ScanQuality, volume: Volume, network_affine: np.ndarray, shape: Sequence[int]
+    ) -> np.ndarray | None:
+        """The territory on the network grid (uint8), or ``None`` when the predictor does not use it."""
+        if not self.use_territory:
+            return None
+        x, y, z = (int(n) for n in shape)
+        if any(quality.check(name).verdict == "fail" for name in NO_TERRITORY_WHEN_FAILED):
+            return np.zeros((x, y, z), dtype=np.uint8)
+        territory = quality.regions.territory_on_grid(network_affine, (x, y, z), volume.affine)
+        return territory.view(np.uint8)
+
+    def _territory_summary(
+        self, territory: np.ndarray | None, outside: DroppedClots, volume: Volume, mapping: GridMapping
+    ) -> dict[str, Any]:
+        """What the territory did: windows run and skipped, candidate clots dropped outside it."""
+        run = self.window_network.windows_run
+        skipped = self.window_network.windows_skipped
+        network_voxel_ml = float(np.prod(volume.spacing)) / abs(float(np.prod(mapping.scale))) / 1000.0
+        summary: dict[str, Any] = {
+            "used": territory is not None,
+            "windows_run": run,
+            "windows_skipped": skipped,
+            "skipped_share": round(skipped / max(run + skipped, 1), 4),
+            "dropped_clots": outside.count,
+            "dropped_volume_ml": round(outside.voxels * network_voxel_ml, 4),
+        }
+        if territory is not None:
+            summary["network_grid_share"] = round(float(np.count_nonzero(territory)) / territory.size, 4)
+        return summary
+
+    def _preprocess(self, volume: Volume) -> tuple[torch.Tensor, GridMapping, np.ndarray]:
+        """The preprocessed ``(1, *spatial)`` image, where its grid lies in the input's, and its affine.
 
         The chain runs in two parts, so that the grid after the body crop (before resampling) is known: it
         fixes the body box of :class:`GridMapping`. Resampling and windowing run on the GPU when the
@@ -292,16 +380,17 @@ class Predictor:
             data["image"] = data["image"].to(self.device)
         data = after(data)
         prepared = data["image"]
+        network_affine = convert_to_numpy(prepared.affine, dtype=np.float64)
         mapping = GridMapping.from_affines(
             volume.affine,
             volume.shape,
             cropped_affine,
             cropped_shape,
-            convert_to_numpy(prepared.affine, dtype=np.float64),
+            network_affine,
             tuple(prepared.shape[1:]),
         )
         tensor = prepared.as_tensor() if hasattr(prepared, "as_tensor") else torch.as_tensor(prepared)
-        return tensor, mapping
+        return tensor, mapping, network_affine
 
     def _drop_small_clots(self, result: MaskResult, volume: Volume) -> MaskResult:
         """``result`` without clots under ``min_volume_mm3`` (the mask is edited in place), its box shrunk."""
@@ -345,8 +434,13 @@ class Predictor:
             details=details,
         )
 
-    def _network_probability(self, image: torch.Tensor) -> tuple[np.ndarray, torch.device]:
-        """Sliding-window embolus probability of a preprocessed ``(1, *spatial)`` image on its own grid."""
+    def _network_probability(
+        self, image: torch.Tensor, territory: np.ndarray | None = None
+    ) -> tuple[np.ndarray, torch.device]:
+        """Sliding-window embolus probability of a preprocessed ``(1, *spatial)`` image on its own grid.
+
+        With a ``territory`` (uint8, the image's grid), windows holding none of it are not run.
+        """
         voxels = int(np.prod(image.shape[1:]))
         stitch = stitch_device(self.device, voxels)
         inferer = build_inferer(
@@ -359,8 +453,22 @@ class Predictor:
         )
         wrapped = AutocastInferer(inferer, self.precision, self.memory_format)
         batch = image.unsqueeze(0).to(stitch)
-        log_odds = wrapped(batch, self.window_network)
+        self.window_network.reset_counts()
+        if territory is None:
+            log_odds = wrapped(batch, self.window_network)
+        else:
+            condition = torch.from_numpy(np.ascontiguousarray(territory))[None, None].to(stitch)
+            log_odds = wrapped(batch, self.window_network, condition=condition)
         if isinstance(log_odds, (list, tuple)):
             log_odds = log_odds[0]
         probability = torch.sigmoid(torch.as_tensor(log_odds)[0, 0].float()).cpu().numpy()
         return probability, stitch
+
+
+def _study_score(probability: np.ndarray, territory: np.ndarray | None) -> float:
+    """The highest embolus probability in the territory (everywhere without one): how likely PE is, to rank
+    studies by. Candidates dropped outside the territory are already zero in ``probability``."""
+    if territory is None:
+        return float(probability.max()) if probability.size else 0.0
+    inside = probability[territory != 0]
+    return float(inside.max()) if inside.size else 0.0

@@ -21,7 +21,12 @@ from pe_segmentation.io.dicom_header import read_file_header
 from pe_segmentation.io.volume import LPS_TO_RAS, Volume
 from pe_segmentation.versions import package_versions
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2  # 2: the scan quality checks (qc), the territory and the study-level answer (study)
+#: How ``study.score`` is defined (written into every report, so that a reader needs no docs).
+STUDY_SCORE_RULE = (
+    "the highest embolus probability inside the territory where emboli can be (lungs and pulmonary arteries); "
+    "pe_present is true when at least one clot passes the threshold and the minimum volume"
+)
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -153,6 +158,10 @@ def case_report(
     seconds: Mapping[str, float],
     model: Mapping[str, Any],
     outputs: Mapping[str, str],
+    *,
+    qc: Mapping[str, Any] | None = None,
+    territory: Mapping[str, Any] | None = None,
+    study_score: float | None = None,
 ) -> dict[str, Any]:
     """The report of one case (written as ``report.json``).
 
@@ -166,6 +175,10 @@ def case_report(
         seconds: time per stage.
         model: the model's file name, hash, name, epoch, ...
         outputs: file names written for the case.
+        qc: the scan quality checks (:meth:`ScanQuality.to_dict`); a failed check marks the findings
+            unreliable.
+        territory: windows run and skipped, clots dropped outside the territory.
+        study_score: the study-level score (:data:`STUDY_SCORE_RULE`).
     """
     if roi is None:
         clots: list[dict[str, Any]] = []
@@ -174,7 +187,7 @@ def case_report(
         clots = clot_report(mask[roi], roi_probability, image.affine, offset)
     voxel_ml = abs(float(np.linalg.det(image.affine[:3, :3]))) / 1000.0
     total_voxels = sum(c["voxels"] for c in clots)
-    return {
+    report = {
         "report_version": REPORT_VERSION,
         "case": case,
         "input": input_identity(image),
@@ -184,9 +197,26 @@ def case_report(
             "voxels": total_voxels,
         },
         "clots": clots,
+        "study": _study(len(clots), study_score, qc),
         "settings": dict(settings),
         "seconds": {key: round(float(value), 3) for key, value in seconds.items()},
         "model": dict(model),
         "software": software_versions(),
         "outputs": dict(outputs),
     }
+    if qc is not None:
+        report["qc"] = dict(qc)
+    if territory is not None:
+        report["territory"] = dict(territory)
+    return report
+
+
+def _study(clot_count: int, score: float | None, qc: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The study-level answer: PE present or not, a score to rank studies by, and whether to trust it."""
+    study: dict[str, Any] = {"pe_present": clot_count > 0}
+    if score is not None:
+        study["score"] = round(float(score), 6)
+        study["score_rule"] = STUDY_SCORE_RULE
+    if qc is not None:
+        study["reliable"] = qc.get("verdict") != "fail"
+    return study

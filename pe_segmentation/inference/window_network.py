@@ -2,7 +2,8 @@
 
 :class:`EmbolusLogit` keeps the sliding-window buffers at one channel instead of one per class, so no
 multi-class logits exist at the original resolution, and averages test-time flips
-(:func:`flip_combinations`) inside the window.
+(:func:`flip_combinations`) inside the window. Given a ``condition`` (the artery territory, sliced by MONAI's
+sliding window alongside the image), it skips the windows that hold none of it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
+
+#: The log-odds given to a window that was not run (probability about 1e-13). A voxel of the territory lies
+#: only in windows that were run, so blending never mixes this value into a territory voxel.
+SKIPPED_LOG_ODDS = -30.0
 
 
 def flip_combinations(spatial_dims: int) -> list[tuple[int, ...]]:
@@ -36,6 +41,10 @@ class EmbolusLogit(nn.Module):
         flips: test-time augmentation: the axes to flip for each pass (``[()]``: no augmentation); the
             log-odds of all passes are averaged after flipping each back.
         memory_format: memory format of each network input (flipping returns a standard-layout tensor).
+
+    Attributes:
+        windows_run: windows the network ran on since the last :meth:`reset_counts`.
+        windows_skipped: windows skipped because their ``condition`` was all zero.
     """
 
     def __init__(
@@ -52,6 +61,13 @@ class EmbolusLogit(nn.Module):
         self.embolus_channel = int(embolus_channel)
         self.flips = [tuple(int(a) for a in f) for f in flips]
         self.memory_format = memory_format
+        self.windows_run = 0
+        self.windows_skipped = 0
+
+    def reset_counts(self) -> None:
+        """Start counting run and skipped windows afresh (once per case)."""
+        self.windows_run = 0
+        self.windows_skipped = 0
 
     def log_odds(self, logits: torch.Tensor) -> torch.Tensor:
         """``(B, C, ...)`` logits to ``(B, 1, ...)`` float32 embolus log-odds."""
@@ -68,7 +84,35 @@ class EmbolusLogit(nn.Module):
             return target - others
         return target - torch.logsumexp(others, dim=1, keepdim=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """Embolus log-odds ``(B, 1, *spatial)`` of a batch of windows.
+
+        Args:
+            x: the windows, ``(B, C, *spatial)``.
+            condition: where emboli can be, sliced like ``x`` (MONAI's sliding window passes its
+                ``condition`` this way); a window whose condition is all zero is not run and gets
+                :data:`SKIPPED_LOG_ODDS`. ``None`` runs every window.
+        """
+        if condition is None:
+            self.windows_run += x.shape[0]
+            return self._averaged_log_odds(x)
+        keep = condition.flatten(1).any(dim=1).to(x.device)
+        kept = int(keep.sum())
+        self.windows_run += kept
+        self.windows_skipped += x.shape[0] - kept
+        if kept == x.shape[0]:
+            return self._averaged_log_odds(x)
+        out = torch.full(
+            (x.shape[0], 1, *x.shape[2:]), SKIPPED_LOG_ODDS, dtype=torch.float32, device=x.device
+        )
+        if kept:
+            subset = x[keep]  # boolean indexing returns the standard layout: restore the network's
+            if self.memory_format is not None:
+                subset = subset.contiguous(memory_format=self.memory_format)
+            out[keep] = self._averaged_log_odds(subset)
+        return out
+
+    def _averaged_log_odds(self, x: torch.Tensor) -> torch.Tensor:
         total = None
         for axes in self.flips:
             inputs = torch.flip(x, axes) if axes else x
