@@ -166,6 +166,15 @@ class PreprocessingSettings(SettingsSection):
         self._bool("binarize_label")
 
     @property
+    def fixed_spacing(self) -> tuple[float, float, float] | None:
+        """``spacing`` when it gives every axis, else ``None`` (what a trained network needs: it is run at the
+        one spacing it was trained at)."""
+        if self.spacing is None or any(v is None for v in self.spacing):
+            return None
+        x, y, z = (float(v) for v in self.spacing if v is not None)
+        return (x, y, z)
+
+    @property
     def monai_pixdim(self) -> tuple[float, float, float] | None:
         """``spacing`` in MONAI's ``Spacingd`` form (0 keeps an axis), or ``None`` to skip resampling."""
         if self.spacing is None:

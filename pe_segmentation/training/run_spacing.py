@@ -26,11 +26,6 @@ FROM_RECIPE = "recipe"
 FROM_RECIPE_AND_RULE = f"recipe, null axes by the {RULE_NAME}"
 
 
-def is_fixed(spacing: Sequence[float | None] | None) -> bool:
-    """Whether ``spacing`` gives a voxel size for every axis (not ``None``, no ``None`` axis)."""
-    return spacing is not None and all(v is not None for v in spacing)
-
-
 def run_spacing(
     config: Config, train_items: Sequence[Mapping[str, str]], resumed: Mapping[str, Any] | None = None
 ) -> tuple[Config, dict[str, Any]]:
@@ -48,8 +43,8 @@ def run_spacing(
     if kept is not None:
         mm, source = kept
         log.info("spacing %s mm, kept from the resumed run (%s)", _text(mm), source)
-    elif is_fixed(config.preprocessing.spacing):
-        mm, source = _millimetres(config.preprocessing.spacing), FROM_RECIPE
+    elif config.preprocessing.fixed_spacing is not None:
+        mm, source = list(config.preprocessing.fixed_spacing), FROM_RECIPE
         log.info("spacing %s mm, from the recipe (preprocessing.spacing)", _text(mm))
     else:
         given = config.preprocessing.spacing or (None, None, None)
@@ -75,23 +70,18 @@ def _resumed_spacing(config: Config, resumed: Mapping[str, Any] | None) -> tuple
         return None
     saved = (resumed.get("config") or {}).get("preprocessing") or {}
     spacing = saved.get("spacing")
-    if not is_fixed(spacing):
+    if spacing is None or None in spacing:
         return None
-    mm = _millimetres(spacing)
-    asked = config.preprocessing.spacing
-    if is_fixed(asked) and _millimetres(asked) != mm:
+    mm = [float(v) for v in spacing]
+    asked = config.preprocessing.fixed_spacing
+    if asked is not None and list(asked) != mm:
         log.warning(
             "resuming keeps the run's spacing %s mm; the config's %s mm is not used (a new run changes it)",
             _text(mm),
-            _text(_millimetres(asked)),
+            _text(asked),
         )
     record = resumed.get(SPACING_KEY) or {}
     return mm, str(record.get("source", FROM_RECIPE))
-
-
-def _millimetres(spacing: Sequence[float | None] | None) -> list[float]:
-    """A fixed spacing (:func:`is_fixed`) as a list of floats."""
-    return [float(v) for v in spacing or () if v is not None]
 
 
 def _text(mm: Sequence[float]) -> str:
