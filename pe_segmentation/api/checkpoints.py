@@ -29,7 +29,7 @@ def set_checkpoint_spacing(
     Args:
         checkpoint: a pe-seg checkpoint (training checkpoint or a bundle's ``model.pt``); never modified.
         spacing: the voxel size (mm, along R, A, S) the network was trained at: for a run with a null
-            spacing, the spacing of its training cases (the demo's phantoms: 2.25 2.25 2.5).
+            spacing, the spacing of its training cases (the demo's phantoms: 2.24 2.24 2.5).
         output: the new checkpoint; must not exist yet.
 
     Returns:

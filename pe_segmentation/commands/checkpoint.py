@@ -21,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="A checkpoint saved with preprocessing.spacing null (before every model had one spacing) "
         "is refused by pe-seg infer. This writes a NEW checkpoint whose config holds the spacing the network "
         "was trained at (for a run with a null spacing, its training cases' spacing; the demo's phantoms: "
-        "2.25 2.25 2.5). The old file is left as it is.",
+        "2.24 2.24 2.5). The old file is left as it is.",
     )
     spacing.add_argument("checkpoint", type=Path, help="the checkpoint (.pt) without a spacing")
     spacing.add_argument(

@@ -102,7 +102,7 @@ def _no_spacing_message(path: Path) -> str:
     return (
         f"{path}: its config has no fixed spacing (preprocessing.spacing is null or has a null axis: saved "
         "before every model had one), so the grid it runs on is unknown; record the spacing it was trained "
-        f"at with `{SET_SPACING_COMMAND.format(path=path)}` (the demo's phantoms: 2.25 2.25 2.5) and use NEW.pt"
+        f"at with `{SET_SPACING_COMMAND.format(path=path)}` (the demo's phantoms: 2.24 2.24 2.5) and use NEW.pt"
     )
 
 

@@ -35,7 +35,7 @@ def test_inference_refuses_a_checkpoint_without_a_spacing(tmp_path, old_checkpoi
     assert len(message.splitlines()) == 1
     assert str(old_checkpoint) in message
     assert f"{FIX} {old_checkpoint} --spacing SX SY SZ --output NEW.pt" in message
-    assert "2.25 2.25 2.5" in message  # the demo's phantoms' spacing, as an example
+    assert "2.24 2.24 2.5" in message  # the demo's phantoms' spacing, as an example
     with pytest.raises(CheckpointError, match="no fixed spacing"):
         Predictor.from_checkpoint(old_checkpoint, device="cpu")
     partial = write_checkpoint(tmp_path / "partial.pt", tiny_config((0.8, 0.8, None)))
