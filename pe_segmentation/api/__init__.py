@@ -15,6 +15,7 @@ an exit code of their own.
 
 from __future__ import annotations
 
+from pe_segmentation.api.checkpoints import set_checkpoint_spacing
 from pe_segmentation.api.evaluation import evaluate, log_summary
 from pe_segmentation.api.inference import InferenceRun, InferenceSettings, infer, inference_settings
 from pe_segmentation.api.synthesis import synth
@@ -29,6 +30,7 @@ __all__ = [
     "inference_settings",
     "log_summary",
     "plot_training_run",
+    "set_checkpoint_spacing",
     "synth",
     "train",
     "training_config",

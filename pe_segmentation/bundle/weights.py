@@ -38,11 +38,12 @@ def export_weights(
         destination: the ``model.pt`` to write (atomically).
         recipe: also write the config as a pe-seg recipe YAML here (the bundle's ``configs/recipe.yaml``).
         config: the config to record instead of the checkpoint's (the bundle trainer's, whose data section
-            names the data set's layout rather than the run's case list); its network must be the checkpoint's.
+            names the data set's layout rather than the run's case list); its network must be the checkpoint's,
+            and its spacing becomes the checkpoint's (the one the weights were trained at).
 
     Raises:
-        CheckpointError: the checkpoint is unreadable, holds no valid config, or ``config`` names another
-            network.
+        CheckpointError: the checkpoint is unreadable, holds no valid config or one without a fixed spacing, or
+            ``config`` names another network.
     """
     source = load_checkpoint(checkpoint)
     saved = source.get("config")
@@ -58,7 +59,16 @@ def export_weights(
         ) from None
     if config is not None and config.model != trained.model:
         raise CheckpointError(f"{checkpoint}: holds a {trained.model.name} network other than the config's")
-    config = portable_config(config or trained)
+    spacing = trained.preprocessing.fixed_spacing
+    if spacing is None:
+        raise CheckpointError(
+            f"{checkpoint}: its config has no fixed spacing, so a bundle could not run it; record the spacing "
+            f"it was trained at first: `pe-seg checkpoint set-spacing {checkpoint} --spacing SX SY SZ --output "
+            "NEW.pt`"
+        )
+    # the spacing the weights were trained at, also where the given config (a recipe) leaves it null
+    config = replace_section(config or trained, "preprocessing", spacing=list(spacing))
+    config = portable_config(config)
     trainer = source.get("trainer") or {}
     payload = {
         "kind": "bundle",
@@ -69,6 +79,7 @@ def export_weights(
         },
         "metrics": source.get("metrics") or {},
         "source": {"file": Path(checkpoint).name, "kind": source.get("kind")},
+        "spacing": source.get("spacing") or {"mm": list(spacing), "source": "recipe"},
     }
     for key in ("versions", "saved_at"):  # the training run's, not this export's
         if key in source:

@@ -124,8 +124,10 @@ class PreprocessingSettings(SettingsSection):
     """The deterministic preprocessing shared by training, validation, inference and the bundle.
 
     Attributes:
-        spacing: target voxel size in mm along R, A, S after reorientation; ``None`` keeps the input spacing,
-            and a ``None`` (or 0) element keeps that axis (e.g. ``[0.7, 0.7, null]`` keeps slice thickness).
+        spacing: target voxel size in mm along R, A, S after reorientation. In a recipe, ``None`` (or a ``None``
+            / 0 element, e.g. ``[0.7, 0.7, null]``) has training work that axis out from its training cases
+            (:mod:`~pe_segmentation.data.target_spacing`), so a trained model always has all three
+            (:attr:`fixed_spacing`). The transforms alone keep the input spacing along a ``None`` axis.
         hu_window: ``[low, high]`` HU mapped linearly to ``[0, 1]``, values outside clipped. The default keeps
             both contrast-filled arteries (250-500 HU) and emboli (20-90 HU).
         crop_foreground: crop to the bounding box of the body (voxels above ``body_threshold_hu``), which
@@ -164,6 +166,15 @@ class PreprocessingSettings(SettingsSection):
         self._set("body_threshold_hu", self._number("body_threshold_hu"))
         self._set("margin", self._int("margin", low=0))
         self._bool("binarize_label")
+
+    @property
+    def fixed_spacing(self) -> tuple[float, float, float] | None:
+        """``spacing`` when it gives every axis, else ``None`` (what a trained network needs: it is run at the
+        one spacing it was trained at)."""
+        if self.spacing is None or any(v is None for v in self.spacing):
+            return None
+        x, y, z = (float(v) for v in self.spacing if v is not None)
+        return (x, y, z)
 
     @property
     def monai_pixdim(self) -> tuple[float, float, float] | None:

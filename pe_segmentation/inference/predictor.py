@@ -110,14 +110,23 @@ class Prediction:
     study_score: float = 0.0
 
 
+#: The command that records the training spacing in a checkpoint saved without one (``{path}``: the file).
+SET_SPACING_COMMAND = "pe-seg checkpoint set-spacing {path} --spacing SX SY SZ --output NEW.pt"
+
+
 def _fast_config(config: Config) -> Config:
     """The config of ``--fast``: the training spacing made :data:`FAST_SPACING_FACTOR` times coarser."""
-    spacing = config.preprocessing.spacing
-    if spacing is None or all(v is None for v in spacing):
-        log.warning("--fast: this model keeps the input spacing, so only the window overlap is reduced")
-        return config
-    coarser = [None if v is None else float(v) * FAST_SPACING_FACTOR for v in spacing]
-    return replace_section(config, "preprocessing", spacing=coarser)
+    spacing = config.preprocessing.fixed_spacing or ()
+    return replace_section(config, "preprocessing", spacing=[v * FAST_SPACING_FACTOR for v in spacing])
+
+
+def _no_spacing_message(path: Path) -> str:
+    """Why a checkpoint without a fixed spacing is refused, and the command that fixes it (one line)."""
+    return (
+        f"{path}: its config has no fixed spacing (preprocessing.spacing is null or has a null axis: saved "
+        "before every model had one), so the grid it runs on is unknown; record the spacing it was trained "
+        f"at with `{SET_SPACING_COMMAND.format(path=path)}` (the demo's phantoms: 2.24 2.24 2.5) and use NEW.pt"
+    )
 
 
 @contextlib.contextmanager
@@ -157,7 +166,9 @@ class Predictor:
             checks find it); ``False`` runs every window and keeps clots anywhere.
 
     Raises:
-        ConfigError: a bad device, precision, threshold, overlap, window batch or QC mode.
+        ConfigError: a config without a fixed spacing (``preprocessing.spacing`` null or with a null axis: the
+            network runs at the one spacing it was trained at), a bad device, precision, threshold, overlap,
+            window batch or QC mode.
     """
 
     def __init__(
@@ -179,6 +190,11 @@ class Predictor:
         qc: str = "report",
         territory: bool = True,
     ) -> None:
+        if config.preprocessing.fixed_spacing is None:
+            raise ConfigError(
+                f"preprocessing.spacing is {list(config.preprocessing.spacing or []) or None}: a Predictor "
+                "needs the one spacing its network was trained at (give the config it was trained with)"
+            )
         self.trained_config = config
         self.config = _fast_config(config) if fast else config
         settings = config.inference
@@ -228,7 +244,8 @@ class Predictor:
             options: the keyword arguments of :class:`Predictor`.
 
         Raises:
-            CheckpointError: missing, corrupt or unsafe file, no saved config, or weights that do not fit.
+            CheckpointError: missing, corrupt or unsafe file, no saved config, a config without a fixed spacing
+                (the message gives the command that records it), or weights that do not fit.
         """
         path = Path(path)
         checkpoint = load_checkpoint(path)
@@ -242,6 +259,8 @@ class Predictor:
             config = Config.from_dict(saved)
         except ConfigError as err:
             raise CheckpointError(f"{path}: its saved config is not valid here ({err})") from None
+        if config.preprocessing.fixed_spacing is None:
+            raise CheckpointError(_no_spacing_message(path))
         network = build_network(config.model.name, **config.model.params)
         load_model_weights(network, checkpoint, config.model.to_dict(), str(path))
         info = {

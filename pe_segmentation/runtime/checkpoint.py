@@ -15,7 +15,10 @@ A checkpoint is a dict of plain data only (tensors, dicts, lists, numbers, strin
     metrics           the latest validation metrics ({"val_dice": ...}, empty without validation)
     rng               {"world_size": N, "ranks": [per-process RNG states]}; each holds torch (CPU), CUDA,
                       NumPy and Python generator states as tensors and numbers
-    config            the resolved run config (``Config.to_dict()``)
+    config            the resolved run config (``Config.to_dict()``); its ``preprocessing.spacing`` is the one
+                      spacing the network was trained at and is run at
+    spacing           {"mm": [x, y, z], "source": "recipe" | "training-set median rule" | ...}: that spacing
+                      and how it was chosen (absent from checkpoints of pe-seg before issue 15)
     versions          {"pe_segmentation", "torch", "monai", "ignite", "numpy", "python"}
 
 MONAI's ``CheckpointSaver`` is not used: it saves through ignite's ``Checkpoint`` (no fsync/rename, so a crash

@@ -4,7 +4,7 @@ calls); the engines come from :mod:`pe_segmentation.training.engines`, reusable 
 
 Run folder (``output.run_dir``; with ``resume``, the folder of the checkpoint)::
 
-    config.yaml                 the resolved config of the run
+    config.yaml                 the resolved config of the run (its spacing fixed: see run_spacing)
     split.json                  the train/validation split (reused when the run is resumed or repeated)
     metrics.csv                 one row per epoch: epoch, iteration, train_loss, lr, val_dice, val_iou,
                                 val_sensitivity, val_specificity, val_precision, seconds (validation columns
@@ -45,7 +45,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -182,14 +182,16 @@ def train_in_process(
     point = None if resume is None else load_resume_point(resume)
     run_dir = _run_folder(config, point)
     with RunLogging(run_dir, context.is_main):
-        run = _begin(config, context, device, run_dir, point)
-        data = load_run_data(config, run_dir, context, pin_memory=device.type == "cuda")
+        run = _begin(config, context, device, run_dir)
+        resumed = None if point is None else point.checkpoint
+        data = load_run_data(config, run_dir, context, device.type == "cuda", resumed)
+        run = _record_config(replace(run, config=data.config), point)
         parts = _build_parts(run, len(data.train_data), init_weights, point)
         record = RunRecord()
         purge_step = None if point is None else point.next_iteration
         with summary_writer(run_dir, config.output.tensorboard and run.main, purge_step) as writer:
             trainer, evaluator = _build_engines(run, data, parts, record, writer)
-            _attach_outputs(run, trainer, evaluator, parts, record, writer, progress, extra_handlers)
+            _attach_outputs(run, data, trainer, evaluator, parts, record, writer, progress, extra_handlers)
             _continue_or_start(run, trainer, parts, record, point, len(data.train_data))
         return _result(run_dir, record, trainer.state.epoch, trainer.state.iteration)
 
@@ -204,15 +206,8 @@ def _run_folder(config: Config, point: ResumePoint | None) -> Path:
     return run_dir
 
 
-def _begin(
-    config: Config,
-    context: DistributedContext,
-    device: torch.device,
-    run_dir: Path,
-    point: ResumePoint | None,
-) -> _Run:
-    """Resolve the precision, log what is trained where, and (rank 0) create the run folder and write the run's
-    ``config.yaml``, warning about keys a resume changed: the folder then tells how it was made."""
+def _begin(config: Config, context: DistributedContext, device: torch.device, run_dir: Path) -> _Run:
+    """Resolve the precision, log what is trained where, and (rank 0) create the run folder."""
     precision = resolve_precision(config.training.precision, device)
     log.info(
         "training %s in %s on %s (%s%s)",
@@ -224,10 +219,17 @@ def _begin(
     )
     if context.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if point is not None:
-            warn_on_changed_config(point, config)
-        atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
     return _Run(config, context, device, precision, run_dir)
+
+
+def _record_config(run: _Run, point: ResumePoint | None) -> _Run:
+    """(rank 0) Write the run's resolved config (its spacing fixed) as ``config.yaml``, warning about keys a
+    resume changed: the folder then tells how it was made."""
+    if run.main:
+        if point is not None:
+            warn_on_changed_config(point, run.config)
+        atomic_write_text(run.run_dir / "config.yaml", config_to_yaml(run.config))
+    return run
 
 
 def _build_parts(
@@ -302,6 +304,7 @@ def _build_engines(
 
 def _attach_outputs(
     run: _Run,
+    data: RunData,
     trainer: SupervisedTrainer,
     evaluator: SupervisedEvaluator | None,
     parts: _TrainingParts,
@@ -315,7 +318,7 @@ def _attach_outputs(
     and the caller's handlers."""
     config = run.config
     MetricsLogger(record, run.run_dir, writer, write=run.main).attach(trainer)
-    state = _checkpoint_state(config, parts, trainer)
+    state = _checkpoint_state(config, data.spacing, parts, trainer)
     CheckpointWriter(run.run_dir, record, state, config.output.checkpoint_every, write=run.main).attach(
         trainer
     )
@@ -328,10 +331,11 @@ def _attach_outputs(
 
 
 def _checkpoint_state(
-    config: Config, parts: _TrainingParts, trainer: SupervisedTrainer
+    config: Config, spacing: dict[str, Any], parts: _TrainingParts, trainer: SupervisedTrainer
 ) -> Callable[[Any], dict[str, Any]]:
     """What each checkpoint holds besides the counters and records the checkpoint writer adds: weights,
-    optimizer, scheduler and scaler states, the config and the seed (all a resume needs)."""
+    optimizer, scheduler and scaler states, the config and the seed (all a resume needs), and how the
+    config's spacing was chosen (:data:`~pe_segmentation.training.run_spacing.SPACING_KEY`)."""
     seed = config.training.seed
 
     def training_state(_: Any) -> dict[str, Any]:
@@ -341,6 +345,7 @@ def _checkpoint_state(
             "scheduler": parts.scheduler.state_dict(),
             "scaler": trainer.scaler.state_dict() if trainer.scaler is not None else None,
             "config": config.to_dict(),
+            "spacing": spacing,
             "seed": seed,
         }
 

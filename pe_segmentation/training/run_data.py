@@ -1,5 +1,7 @@
 """The data of one process of a run: the cases of ``config.data``, their train/validation split (kept as
-``split.json`` in the run folder) and this process's share of them (:func:`load_run_data`).
+``split.json`` in the run folder), the run's one spacing (:mod:`~pe_segmentation.training.run_spacing`, worked
+out from the training cases where the recipe gives none) and this process's share of the cases
+(:func:`load_run_data`).
 
 The split is made once, by rank 0, and read back by the other ranks, so every process of a DDP run splits the
 cases alike; a resumed or repeated run reuses it.
@@ -8,8 +10,10 @@ cases alike; a resumed or repeated run reuses it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from monai.data import DataLoader
 
@@ -19,6 +23,7 @@ from pe_segmentation.errors import ConfigError
 from pe_segmentation.io.atomic import atomic_write_text
 from pe_segmentation.runtime import distributed as ddp
 from pe_segmentation.training.data import PatchBatches, build_train_batches, build_val_loader, load_cases
+from pe_segmentation.training.run_spacing import run_spacing
 
 log = logging.getLogger("pe_segmentation.training")
 
@@ -30,17 +35,26 @@ class RunData:
     Attributes:
         train_data: the training patch batches of this process.
         val_loader: its whole validation volumes, ``None`` without validation cases.
+        config: the run config with its spacing fixed (what the transforms were built with).
+        spacing: the checkpoint entry saying how that spacing was chosen (``{"mm", "source"}``).
     """
 
     train_data: PatchBatches
     val_loader: DataLoader | None
+    config: Config
+    spacing: dict[str, Any]
 
 
 def load_run_data(
-    config: Config, run_dir: Path, context: ddp.DistributedContext, pin_memory: bool
+    config: Config,
+    run_dir: Path,
+    context: ddp.DistributedContext,
+    pin_memory: bool,
+    resumed: Mapping[str, Any] | None = None,
 ) -> RunData:
-    """Load the cases, split them (:func:`_split`) and build this process's training batches and validation
-    loader (disk cache and converted FUMPE masks under ``<run_dir>/cache``).
+    """Load the cases, split them (:func:`_split`), fix the run's spacing (from ``resumed``, the checkpoint a
+    resumed run continues from, the recipe or the training cases) and build this process's training batches
+    and validation loader (disk cache and converted FUMPE masks under ``<run_dir>/cache``).
 
     Raises:
         ConfigError: no data path, or no training case left after the split.
@@ -52,6 +66,7 @@ def load_run_data(
     train_items, val_items = split.select(items) if split is not None else (items, [])
     if not train_items:
         raise ConfigError("no training cases left after the train/validation split")
+    config, spacing = run_spacing(config, train_items, resumed)
     rank, world_size = context.rank, context.world_size
     train_data = build_train_batches(config, train_items, cache_dir, rank, world_size, pin_memory)
     val_loader = (
@@ -64,7 +79,7 @@ def load_run_data(
         len(train_data),
         config.training.batch_size,
     )
-    return RunData(train_data, val_loader)
+    return RunData(train_data, val_loader, config, spacing)
 
 
 def _split(

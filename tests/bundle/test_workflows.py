@@ -82,6 +82,11 @@ def test_train_workflow_trains_with_pe_seg_and_exports_the_weights(bundle_copy, 
     assert recipe.to_dict() == exported["config"]
     assert {k: recipe.model.params[k] for k in ("base_channels", "depth")} == {"base_channels": 4, "depth": 2}
     assert (recipe.data.dataset, recipe.data.path, recipe.training.epochs) == ("synthetic", None, 1)
+    # the tiny recipe's spacing is null: the run trained at its phantoms' own grid, 48 x 48 x 40 voxels over the
+    # phantoms' 358.4 x 358.4 x 320 mm, i.e. 7.4667 x 7.4667 x 8 mm (rounded to 0.1 um by pe-seg synth), recorded in the weights and the recipe
+    assert recipe.preprocessing.spacing == (7.4667, 7.4667, 8.0)
+    assert exported["spacing"] == {"mm": [7.4667, 7.4667, 8.0], "source": "training-set median rule"}
+    assert best["config"]["preprocessing"]["spacing"] == [7.4667, 7.4667, 8.0]
     Predictor.from_checkpoint(bundle_copy / "models" / "model.pt", device="cpu")  # ready for inference
 
 

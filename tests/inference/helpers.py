@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import torch
 import torch.nn as nn
@@ -19,7 +20,7 @@ SHAPE = (40, 36, 30)
 
 
 def tiny_config(spacing: Any = (1.5, 1.5, 2.5), crop: bool = True, **sections: dict[str, Any]) -> Config:
-    """A 2-level UNet of width 4 on 16^3 windows; ``spacing`` ``None`` keeps the input grid."""
+    """A 2-level UNet of width 4 on 16^3 windows, at ``spacing`` (``None``: a config no predictor takes)."""
     data: dict[str, Any] = {
         "preprocessing": {"spacing": None if spacing is None else list(spacing), "crop_foreground": crop},
         "patch": {"patch_size": [16, 16, 16]},
@@ -29,6 +30,16 @@ def tiny_config(spacing: Any = (1.5, 1.5, 2.5), crop: bool = True, **sections: d
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}
     return Config.from_dict(data)
+
+
+def own_spacing(volume: Volume) -> tuple[float, float, float]:
+    """``volume``'s voxel size along R, A, S: a predictor at this spacing keeps its grid (up to the axis order)."""
+    axes = nib.orientations.io_orientation(volume.affine)[:, 0].astype(int)
+    spacing = [0.0, 0.0, 0.0]
+    for voxel_axis, axis in enumerate(axes):
+        spacing[axis] = float(volume.spacing[voxel_axis])
+    x, y, z = spacing
+    return (x, y, z)
 
 
 def tiny_network(config: Config, seed: int = 0) -> nn.Module:

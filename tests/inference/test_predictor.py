@@ -19,7 +19,7 @@ from pe_segmentation.io.volume import Volume
 from pe_segmentation.io.volume_files import write_volume
 from pe_segmentation.runtime.checkpoint import save_checkpoint
 
-from .helpers import IntensityNet, make_ct, tiny_config, tiny_network
+from .helpers import IntensityNet, make_ct, own_spacing, tiny_config, tiny_network
 
 GEOMETRIES = {
     "axial": make_affine((0.9, 1.1, 2.0)),
@@ -47,7 +47,7 @@ def monai_reference(config, network, path: str) -> np.ndarray:
 
 
 @pytest.mark.parametrize("geometry", list(GEOMETRIES))
-@pytest.mark.parametrize("spacing", [(1.5, 1.5, 2.5), (0.7, 0.8, 1.0), None])
+@pytest.mark.parametrize("spacing", [(1.5, 1.5, 2.5), (0.7, 0.8, 1.0), (0.9, 1.1, 2.0)])
 def test_mask_equals_monai_step_by_step(tmp_path, geometry, spacing):
     config = tiny_config(spacing)
     network = tiny_network(config)
@@ -113,8 +113,8 @@ def _planted(shape=(24, 22, 20)) -> Volume:
 
 def test_threshold_and_minimum_volume(tmp_path):
     # identity preprocessing grid: the probability on the input grid is sigmoid(40 (windowed - 0.5))
-    config = tiny_config(None, crop=False)
     image = _planted()
+    config = tiny_config(own_spacing(image), crop=False)
     windowed = np.clip((image.array + 100) / 600, 0, 1)  # 100 HU -> 0.33, 400 HU -> 0.83
     probability = 1 / (1 + np.exp(-40 * (windowed - 0.5)))
 
@@ -158,7 +158,7 @@ def test_settings_are_checked():
 
 def test_tta_makes_the_prediction_of_a_symmetric_input_symmetric():
     # one window covering the whole 16^3 volume: the only asymmetry left is the network's own
-    config = tiny_config(None, crop=False)
+    config = tiny_config((1.0, 1.0, 1.0), crop=False)
     rng = np.random.default_rng(1)
     octant = rng.normal(200, 250, (8, 8, 8))
     array = np.concatenate([octant, octant[::-1]], axis=0)
@@ -219,11 +219,13 @@ def test_fast_mode_is_coarser_with_less_overlap_and_keeps_the_geometry(tmp_path)
     assert np.prod(b.details["network_grid"]) < np.prod(a.details["network_grid"]) / 2.5
     assert b.mask.shape == image.shape
     np.testing.assert_allclose(b.mask.affine, image.affine, atol=1e-4)
-    # no coarser grid without a training spacing: only the overlap changes
-    kept = Predictor(
-        network, replace_section(config, "preprocessing", spacing=None), "cpu", "fp32", fast=True
-    )
-    assert kept.config.preprocessing.spacing is None
+
+
+@pytest.mark.parametrize("spacing", [None, [1.0, 1.0, None]])
+def test_a_config_without_a_fixed_spacing_is_refused(spacing):
+    config = replace_section(tiny_config(), "preprocessing", spacing=spacing)
+    with pytest.raises(ConfigError, match="needs the one spacing its network was trained at"):
+        Predictor(tiny_network(tiny_config()), config, "cpu", "fp32")
 
 
 def test_channels_last_and_bf16_agree_with_fp32():
@@ -266,5 +268,5 @@ def test_cpu_prediction_keeps_freed_memory_for_reuse(monkeypatch):
     """On a CPU the predictor sets malloc to reuse freed blocks (a third of the network's time, engine/allocator)."""
     calls = []
     monkeypatch.setattr("pe_segmentation.inference.predictor.keep_freed_memory", lambda: calls.append(1))
-    Predictor(IntensityNet(), tiny_config(None), "cpu", "fp32")
+    Predictor(IntensityNet(), tiny_config(), "cpu", "fp32")
     assert calls == [1]

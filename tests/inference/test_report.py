@@ -14,7 +14,7 @@ from pe_segmentation.inference.report import case_report, clot_report, file_sha2
 from pe_segmentation.io.dicom_reader import read_dicom_series
 from pe_segmentation.io.volume import Volume
 
-from .helpers import IntensityNet, tiny_config
+from .helpers import IntensityNet, own_spacing, tiny_config
 
 AFFINE = make_affine((0.7, 0.8, 2.0), origin_lps=(10.0, -20.0, 30.0), euler_deg=(0.0, 15.0, 0.0))
 VOXEL_ML = 0.7 * 0.8 * 2.0 / 1000
@@ -111,7 +111,7 @@ def test_written_report_counts_planted_clots(tmp_path, checkpoint):
     array[2:4, 2:4, 2:4] = 400  # 8 voxels
     array[10:13, 10:14, 8:13] = 400  # 60 voxels
     image = Volume(array, AFFINE, {"format": ".nii.gz"})
-    predictor = Predictor(IntensityNet(), tiny_config(None, crop=False), "cpu", "fp32")
+    predictor = Predictor(IntensityNet(), tiny_config(own_spacing(image), crop=False), "cpu", "fp32")
     prediction = predictor.predict(image)
     model = {"file": checkpoint.name, "sha256": file_sha256(checkpoint), "name": "unet"}
     report = write_case(

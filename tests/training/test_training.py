@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pe_segmentation.config import load_config
+from pe_segmentation.config import load_config, replace_section
 from pe_segmentation.errors import CheckpointError, ConfigError
 from pe_segmentation.runtime import load_checkpoint
 from pe_segmentation.training import lr_at, run_training
@@ -72,7 +72,12 @@ def test_short_run_writes_the_run_folder(reference_run):
     assert result.last_checkpoint == run / "checkpoints" / "last.pt"
     assert result.best_checkpoint == run / "checkpoints" / "best.pt"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "epoch_0002.pt", "last.pt"]
-    assert load_config(run / "config.yaml") == config
+    # the toy set's spacing is null: the run trains at its cases' 2 mm, and says so everywhere
+    resolved = replace_section(config, "preprocessing", spacing=[2.0, 2.0, 2.0])
+    assert load_config(run / "config.yaml") == resolved
+    checkpoint = load_checkpoint(result.best_checkpoint)
+    assert checkpoint["config"] == resolved.to_dict()
+    assert checkpoint["spacing"] == {"mm": [2.0, 2.0, 2.0], "source": "training-set median rule"}
     assert (run / "split.json").is_file()
 
     rows = _rows(result.metrics_csv)
@@ -103,7 +108,7 @@ def test_short_run_writes_the_run_folder(reference_run):
     checkpoint = load_checkpoint(result.last_checkpoint)
     assert checkpoint["trainer"]["epoch"] == 3
     assert checkpoint["trainer"]["iteration"] == 12
-    assert checkpoint["config"] == config.to_dict()
+    assert checkpoint["config"] == resolved.to_dict()
     assert {"torch", "monai", "pe_segmentation"} <= set(checkpoint["versions"])
     assert checkpoint["scheduler"]["last_epoch"] == 12
     assert isinstance(checkpoint["rng"]["ranks"][0]["torch"], torch.Tensor)
@@ -160,6 +165,9 @@ def test_resume_continues_exactly(make_config, reference_run, caplog):
     a, b = load_checkpoint(resumed.last_checkpoint), load_checkpoint(reference.last_checkpoint)
     assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 12
     assert a["trainer"] == b["trainer"]
+    assert a["spacing"] == b["spacing"]  # the interrupted run's, kept by its resume
+    assert a["config"]["preprocessing"] == b["config"]["preprocessing"]
+    assert "changed config" not in caplog.text
     drop_time = [{k: v for k, v in r.items() if k != "seconds"} for r in _rows(resumed.metrics_csv)]
     assert drop_time == [{k: v for k, v in r.items() if k != "seconds"} for r in _rows(reference.metrics_csv)]
     assert _scalars(resumed.run_dir, "train/lr") == pytest.approx(_scalars(reference.run_dir, "train/lr"))
