@@ -39,6 +39,7 @@ def test_library_infer_writes_what_the_command_writes(tmp_path, checkpoint, run_
         "0.3",
         "--save-probability",
         "--no-preview",
+        "--no-territory",  # these CTs are not chests
     )
     run = pe_segmentation.infer(
         inputs,
@@ -48,6 +49,7 @@ def test_library_infer_writes_what_the_command_writes(tmp_path, checkpoint, run_
         threshold=0.3,
         save_probability=True,
         preview=False,
+        territory=False,
     )
 
     assert code == 0

@@ -54,7 +54,7 @@ def test_mask_equals_monai_step_by_step(tmp_path, geometry, spacing):
     path = write_volume(make_ct(GEOMETRIES[geometry]), tmp_path / "ct.nii.gz")
     reference = monai_reference(config, network, str(path))
 
-    predictor = Predictor(network, config, "cpu", "fp32", channels_last=False)
+    predictor = Predictor(network, config, "cpu", "fp32", channels_last=False, territory=False)
     prediction = predictor.predict(path)
     expected = reference >= 0.5
     assert 0 < expected.sum() < expected.size
@@ -73,14 +73,16 @@ def test_outputs_have_the_geometry_of_a_nifti_input(tmp_path, geometry):
     image = make_ct(GEOMETRIES[geometry], shape=(33, 27, 21))
     path = write_volume(image, tmp_path / "ct.nii.gz")
     config = tiny_config((1.3, 1.7, 2.2))
-    prediction = Predictor(tiny_network(config), config, "cpu", "auto").predict(path, full_probability=True)
+    prediction = Predictor(tiny_network(config), config, "cpu", "auto", territory=False).predict(
+        path, full_probability=True
+    )
     for volume in (prediction.mask, prediction.probability):
         assert volume.shape == image.shape
         np.testing.assert_allclose(volume.affine, image.affine, atol=1e-4)
     assert prediction.mask.array.dtype == np.uint8
     assert set(np.unique(prediction.mask.array)) <= {0, 1}
     assert prediction.image.shape == image.shape
-    assert set(prediction.seconds) == {"load", "preprocess", "network", "postprocess"}
+    assert set(prediction.seconds) == {"load", "quality", "preprocess", "network", "postprocess"}
 
 
 @pytest.mark.parametrize(
@@ -96,7 +98,7 @@ def test_outputs_have_the_geometry_of_an_oblique_dicom_series(series_writer, eul
     folder = series_writer(image, "oblique")
     source = read_dicom_series(folder).volume
     config = tiny_config((1.2, 1.2, 2.0))
-    prediction = Predictor(tiny_network(config), config, "cpu", "fp32").predict(folder)
+    prediction = Predictor(tiny_network(config), config, "cpu", "fp32", territory=False).predict(folder)
     assert prediction.mask.shape == source.shape
     np.testing.assert_allclose(prediction.mask.affine, source.affine, atol=1e-4)
     assert prediction.image.metadata["sop_instance_uids"] == source.metadata["sop_instance_uids"]
@@ -119,7 +121,9 @@ def test_threshold_and_minimum_volume(tmp_path):
     probability = 1 / (1 + np.exp(-40 * (windowed - 0.5)))
 
     for threshold in (0.2, 0.5, 0.99):
-        prediction = Predictor(IntensityNet(), config, "cpu", "fp32", threshold=threshold).predict(image)
+        prediction = Predictor(
+            IntensityNet(), config, "cpu", "fp32", threshold=threshold, territory=False
+        ).predict(image)
         np.testing.assert_array_equal(prediction.mask.array, probability >= threshold)
         assert prediction.mask.array.sum() == 8 + 60
         inside = prediction.mask.array[prediction.roi].astype(bool)
@@ -130,7 +134,9 @@ def test_threshold_and_minimum_volume(tmp_path):
 
     # voxels are 1 mm^3: the 8-voxel block is 8 mm^3, the other 60 mm^3
     for min_volume, expected in ((0.0, 68), (8.0, 68), (8.1, 60), (60.0, 60), (61.0, 0)):
-        predictor = Predictor(IntensityNet(), config, "cpu", "fp32", min_volume_mm3=min_volume)
+        predictor = Predictor(
+            IntensityNet(), config, "cpu", "fp32", min_volume_mm3=min_volume, territory=False
+        )
         prediction = predictor.predict(image)
         assert prediction.mask.array.sum() == expected, min_volume
         if expected == 60:
@@ -170,17 +176,25 @@ def test_tta_makes_the_prediction_of_a_symmetric_input_symmetric():
     def flipped(values: np.ndarray) -> list[np.ndarray]:
         return [np.flip(values, axis) for axis in ((0,), (1,), (2,), (0, 1, 2))]
 
-    plain = Predictor(network, config, "cpu", "fp32").predict(image, full_probability=True).probability.array
+    plain = (
+        Predictor(network, config, "cpu", "fp32", territory=False)
+        .predict(image, full_probability=True)
+        .probability.array
+    )
     assert max(np.abs(plain - f).max() for f in flipped(plain)) > 1e-3  # the network alone is not symmetric
 
-    with_tta = Predictor(network, config, "cpu", "fp32", tta=True).predict(image, full_probability=True)
+    with_tta = Predictor(network, config, "cpu", "fp32", tta=True, territory=False).predict(
+        image, full_probability=True
+    )
     probability = with_tta.probability.array
     for f in flipped(probability):
         np.testing.assert_allclose(probability, f, atol=1e-5)
 
     # and the prediction commutes with flipping the input
     other = Volume(np.ascontiguousarray(array[::-1]), image.affine)
-    turned = Predictor(network, config, "cpu", "fp32", tta=True).predict(other, full_probability=True)
+    turned = Predictor(network, config, "cpu", "fp32", tta=True, territory=False).predict(
+        other, full_probability=True
+    )
     np.testing.assert_allclose(turned.probability.array, probability[::-1], atol=1e-5)
 
 

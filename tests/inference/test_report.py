@@ -102,7 +102,7 @@ def test_dicom_input_is_identified_by_uids_not_by_the_patient(series_writer):
     assert identity["modality"] == "CT"
     text = json.dumps(identity)
     assert "DOE" not in text
-    assert "4711" not in text
+    assert "ID-4711" not in text
 
 
 def test_written_report_counts_planted_clots(tmp_path, checkpoint):
@@ -111,7 +111,10 @@ def test_written_report_counts_planted_clots(tmp_path, checkpoint):
     array[2:4, 2:4, 2:4] = 400  # 8 voxels
     array[10:13, 10:14, 8:13] = 400  # 60 voxels
     image = Volume(array, AFFINE, {"format": ".nii.gz"})
-    predictor = Predictor(IntensityNet(), tiny_config(own_spacing(image), crop=False), "cpu", "fp32")
+    # not a chest: the territory would hold nothing, so it is left out here (tests/inference/test_territory.py)
+    predictor = Predictor(
+        IntensityNet(), tiny_config(own_spacing(image), crop=False), "cpu", "fp32", territory=False
+    )
     prediction = predictor.predict(image)
     model = {"file": checkpoint.name, "sha256": file_sha256(checkpoint), "name": "unet"}
     report = write_case(
@@ -130,3 +133,12 @@ def test_written_report_counts_planted_clots(tmp_path, checkpoint):
     assert set(saved["seconds"]) >= {"load", "preprocess", "network", "postprocess", "write_nifti", "total"}
     assert saved["outputs"] == {"mask": "mask.nii.gz", "preview": "preview.png", "report": "report.json"}
     assert (tmp_path / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a block of 100 HU is no chest: the checks say so, and the study-level answer is marked unreliable
+    assert saved["qc"]["verdict"] == "fail"
+    assert set(saved["qc"]["checks"]) == {"chest", "lungs", "contrast", "slice_spacing"}
+    assert saved["qc"]["checks"]["lungs"]["verdict"] == "fail"
+    assert saved["study"]["pe_present"] is True
+    assert saved["study"]["reliable"] is False
+    # identity grid, no territory: the score is the highest probability, found at the brighter blocks
+    assert saved["study"]["score"] == pytest.approx(float(prediction.roi_probability.max()), abs=1e-6)
+    assert saved["territory"]["used"] is False
