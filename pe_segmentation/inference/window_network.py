@@ -96,7 +96,7 @@ class EmbolusLogit(nn.Module):
         if condition is None:
             self.windows_run += x.shape[0]
             return self._averaged_log_odds(x)
-        keep = condition.flatten(1).any(dim=1).to(x.device)
+        keep = condition.flatten(1).ne(0).any(dim=1).to(x.device)
         kept = int(keep.sum())
         self.windows_run += kept
         self.windows_skipped += x.shape[0] - kept
