@@ -216,7 +216,7 @@ def test_evaluate_workflow_scores_the_predictions(phantoms, tmp_path):
     rows = list(csv.DictReader((tmp_path / "evaluation" / "per_case.csv").open()))
     assert [r["case"] for r in rows] == ["phantom_000", "phantom_001", "phantom_002"]
     assert metrics["dice"] == pytest.approx(summary["voxel"]["dice"]["mean"], abs=1e-6)  # summary: 6 decimals
-    assert metrics["dice"] == pytest.approx(np.mean([float(r["dice"]) for r in rows]))
+    assert metrics["dice"] == pytest.approx(np.mean([float(r["dice"]) for r in rows]), abs=1e-6)
     assert 0.0 <= metrics["embolus_sensitivity"] <= 1.0
     assert metrics["fp_per_scan"] >= 0
     assert (tmp_path / "evaluation" / "froc.csv").is_file()  # probability maps were written for FROC

@@ -67,7 +67,17 @@ def test_qc_strict_refuses_a_scan_without_lungs_in_one_line(phantom, tmp_path, c
     source = tmp_path / "abdomen.nii.gz"
     write_volume(_lungs_as_soft_tissue(phantom), source)
     output = tmp_path / "out"
-    args = ["infer", "-i", str(source), "-o", str(output), "--checkpoint", str(BUNDLE_MODEL), "--device", "cpu"]
+    args = [
+        "infer",
+        "-i",
+        str(source),
+        "-o",
+        str(output),
+        "--checkpoint",
+        str(BUNDLE_MODEL),
+        "--device",
+        "cpu",
+    ]
     assert pe_seg([*args, "--qc", "strict"]) == EXIT_INPUT
     err = capsys.readouterr().err
     assert "abdomen.nii.gz" in err
@@ -99,7 +109,9 @@ def test_a_finer_input_runs_on_the_models_own_grid(predictor, phantom):
     fine_run = predictor.predict(fine.image)
     assert fine_run.details["spacing_mm"] == pytest.approx([2.24, 2.24, 2.5])
     # the body crop is found on each input's own grid, so the network grids may differ by a voxel either side
-    assert np.abs(np.subtract(fine_run.details["network_grid"], coarse_run.details["network_grid"])).max() <= 2
+    assert (
+        np.abs(np.subtract(fine_run.details["network_grid"], coarse_run.details["network_grid"])).max() <= 2
+    )
     assert fine_run.mask.shape == fine.image.shape
     assert fine_run.quality is not None
     assert fine_run.quality.verdict == "pass"
