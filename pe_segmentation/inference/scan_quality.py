@@ -124,12 +124,12 @@ class ScanQuality:
         raise KeyError(f"no scan quality check named {name!r}; there are {[c.name for c in self.checks]}")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: ``{"verdict", "checks": {name: {value, unit, verdict, reason}}, "seconds"}``."""
-        return {
-            "verdict": self.verdict,
-            "checks": {c.name: c.to_dict() for c in self.checks},
-            "seconds": round(self.seconds, 3),
-        }
+        """JSON-ready: ``{"verdict", "checks": {name: {value, unit, verdict, reason}}}``.
+
+        Without the time the checks took, so that two runs of one scan report the same checks; a report lists
+        it with the other stages' times (``seconds.quality``).
+        """
+        return {"verdict": self.verdict, "checks": {c.name: c.to_dict() for c in self.checks}}
 
     def summary_line(self) -> str:
         """One console line: the verdict, then each check (its reason when it did not pass)."""
