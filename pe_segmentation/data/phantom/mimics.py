@@ -117,7 +117,7 @@ def _paint(
         mask = inside_of(*grid.coords(box)) & np.isin(view, np.array(allowed, dtype=np.uint8))  # type: ignore[operator]
         view[mask] = tissue
         painted += int(mask.sum())
-    index = grid.nearest_voxels(centres)
+    index = np.unique(grid.nearest_voxels(centres), axis=0)
     if index.size:
         i, j, k = index[:, 0], index[:, 1], index[:, 2]
         free = np.isin(tissues[i, j, k], np.array(allowed, dtype=np.uint8))
