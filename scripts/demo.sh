@@ -12,8 +12,8 @@ rm -rf "$out"
 mkdir -p "$out"
 
 echo "== 1/6 synthesize 12 training phantoms and 4 held-out phantoms (DICOM series) =="
-"$pe_seg" synth --output "$out/data" --cases 12 --seed 0 --shape 160 160 128 --no-progress
-"$pe_seg" synth --output "$out/heldout" --cases 4 --seed 1000 --shape 160 160 128 --format both --no-progress
+"$pe_seg" synth --output "$out/data" --cases 12 --seed 0 --shape 160 160 128 --profile uniform --negative-fraction 0 --no-progress
+"$pe_seg" synth --output "$out/heldout" --cases 4 --seed 1000 --shape 160 160 128 --profile uniform --negative-fraction 0 --format both --no-progress
 
 echo
 echo "== 2/6 what is in a held-out DICOM series: pe-seg info =="

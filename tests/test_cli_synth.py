@@ -26,7 +26,21 @@ def test_synth_writes_cases_datalist_and_prints_the_summary(tmp_path: Path, caps
     out = tmp_path / "synth"
     assert (
         _run(
-            "--output", str(out), "--cases", "3", "--seed", "4", "--shape", "64", "64", "48", "--no-progress"
+            "--output",
+            str(out),
+            "--cases",
+            "3",
+            "--seed",
+            "4",
+            "--shape",
+            "64",
+            "64",
+            "48",
+            "--profile",
+            "uniform",
+            "--negative-fraction",
+            "0",
+            "--no-progress",
         )
         == 0
     )
@@ -55,6 +69,8 @@ def test_synth_both_formats_and_vessel_label(tmp_path: Path, capsys):
     code = _run(
         "--output",
         str(out),
+        "--profile",
+        "uniform",
         "--cases",
         "1",
         "--spacing",
@@ -101,3 +117,61 @@ def test_synth_requires_an_output_folder(capsys):
         _run("--cases", "1")
     assert caught.value.code == 2
     assert "--output" in capsys.readouterr().err
+
+
+def test_synth_clinical_profile_writes_scanner_mimics_and_normal_scans(tmp_path: Path, capsys):
+    out = tmp_path / "clinical"
+    argv = ["--output", str(out), "--cases", "4", "--seed", "3", "--shape", "64", "64", "48"]
+    assert _run(*argv, "--profile", "clinical", "--negative-fraction", "0.5", "--no-progress") == 0
+    printed = capsys.readouterr().out
+    datalist = json.loads((out / "datalist.json").read_text())
+    assert (datalist["profile"], datalist["negative_fraction"]) == ("clinical", 0.5)
+    assert datalist["settings"]["profile"] == "clinical"
+    entries = datalist["training"]
+    assert {e["profile"] for e in entries} == {"clinical"}
+    for entry in entries:
+        assert entry["negative"] == (entry["emboli"] == [])
+        scanner = entry["scanner"]
+        for key in (
+            "spacing",
+            "thickness_mm",
+            "noise_hu",
+            "kernel",
+            "trunk_hu",
+            "phase",
+            "streaks",
+            "motion",
+        ):
+            assert key in scanner
+        assert scanner["shape"] == entry["shape"] == [64, 64, 48]
+        assert scanner["thickness_mm"] >= scanner["spacing"][2] - 1e-6
+        assert 150 <= scanner["trunk_hu"] <= 600
+        for mimic in entry["mimics"]:
+            assert set(mimic) == {"kind", "location", "voxels", "hu", "size_mm"}
+        image = nib.load(out / entry["image"])
+        assert image.shape == (64, 64, 48)
+        assert np.allclose(image.header.get_zooms(), scanner["spacing"], atol=1e-3)
+    assert datalist["summary"]["negative_cases"] == sum(e["negative"] for e in entries)
+    assert f"Normal scans (no embolus): {datalist['summary']['negative_cases']} of 4" in printed
+    assert "Cases with PE mimics (label 0):" in printed
+
+
+def test_synth_defaults_to_the_clinical_profile_and_a_quarter_normal_scans():
+    parser = argparse.ArgumentParser(prog="pe-seg")
+    synth.add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["synth", "--output", "x"])
+    assert (args.profile, args.negative_fraction, args.noise) == ("clinical", 0.25, None)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--shape", "64", "64", "48", "--noise", "10"], "clinical profile draws noise"),
+        (["--shape", "64", "64", "48", "--negative-fraction", "1.5"], "negative fraction"),
+        (["--profile", "clinical", "--spacing", "20", "20", "20"], "clinical profile's field of view"),
+    ],
+)
+def test_synth_clinical_bad_arguments(tmp_path: Path, argv, message):
+    with pytest.raises(ConfigError, match=message):
+        _run("--output", str(tmp_path / "bad"), "--no-progress", *argv)
+    assert not (tmp_path / "bad").exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pe_segmentation.api import synth
-from pe_segmentation.data.phantom import DEFAULT_SHAPE, DEFAULT_SPACING, format_summary
+from pe_segmentation.data.phantom import DEFAULT_SHAPE, DEFAULT_SPACING, PROFILES, format_summary
 
 _FORMATS = {"nifti": ("nifti",), "dicom": ("dicom",), "both": ("nifti", "dicom")}
 
@@ -19,7 +19,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "Generate synthetic CT pulmonary angiography phantoms (HU, int16) with embolus labels and an "
             "MSD-style datalist.json: OUTPUT/images, OUTPUT/labels, OUTPUT/dicom (with --format dicom|both). "
             "Emboli per case: 1-6, about a third each central (> 500 mm^3), segmental (50-500 mm^3) and small "
-            "(< 50 mm^3). Give --shape or --spacing alone to keep the default field of view "
+            "(< 50 mm^3); --negative-fraction of the cases are normal scans without any. "
+            "--profile clinical (default) draws per case a scanner (in-plane spacing 0.49-1.09 mm, slices "
+            "0.5-5 mm over a 320-400 x 250-350 mm field; slice thickness, kernel, noise, trunk 150-600 HU and "
+            "phase, dense SVC contrast with streaks, lower-lobe motion) and PE mimics labelled 0 (dark "
+            "pulmonary veins, mixing artefacts, hilar lymph nodes, mucus-filled bronchi); there --shape fixes "
+            "the voxel counts (the field is still drawn), --spacing the spacing, both the grid. --profile "
+            "uniform keeps one fixed grid and look: give --shape or --spacing alone to keep its field of view "
             f"({DEFAULT_SHAPE[0]}x{DEFAULT_SHAPE[1]}x{DEFAULT_SHAPE[2]} at "
             f"{DEFAULT_SPACING[0]}x{DEFAULT_SPACING[1]}x{DEFAULT_SPACING[2]} mm)."
         ),
@@ -34,14 +40,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         type=int,
         nargs=3,
         metavar=("X", "Y", "Z"),
-        help="voxels along i, j, k (default: 256 256 200)",
+        help="voxels along i, j, k (default: uniform 256 256 200; clinical: field of view / drawn spacing)",
     )
     parser.add_argument(
         "--spacing",
         type=float,
         nargs=3,
         metavar=("X", "Y", "Z"),
-        help="voxel size in mm (default: 1.4 1.4 1.6)",
+        help="voxel size in mm (default: uniform 1.4 1.4 1.6; clinical: drawn per case)",
     )
     parser.add_argument(
         "--format",
@@ -55,7 +61,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="also label patent pulmonary artery lumen as 2 (emboli are 1)",
     )
     parser.add_argument(
-        "--noise", type=float, default=15.0, metavar="HU", help="noise standard deviation (default: 15)"
+        "--noise",
+        type=float,
+        default=None,
+        metavar="HU",
+        help="noise standard deviation, uniform profile only (default: 15; clinical draws it per case)",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="clinical",
+        help="clinical: scanner variety and PE mimics per case; uniform: one fixed grid and look "
+        "(default: clinical)",
+    )
+    parser.add_argument(
+        "--negative-fraction",
+        type=float,
+        default=0.25,
+        metavar="F",
+        help="share of normal scans without any embolus, chosen per case from the seed (default: 0.25)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(handler=run)
@@ -74,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
         noise_hu=args.noise,
         formats=_FORMATS[args.format],
         progress=not args.no_progress,
+        profile=args.profile,
+        negative_fraction=args.negative_fraction,
     )
     print(format_summary(summary))
     return 0

@@ -6,6 +6,12 @@ fat (about -100), muscle and soft tissue (30-60), ribs, sternum and spine (300 t
 about 14 mm down to about 2 mm) holding emboli: filling defects of 30-80 HU, partial (wall-adherent) or
 occlusive, with a partial-volume blur and Gaussian noise on top, stored as int16 HU.
 
+Two profiles: ``uniform`` (the library default) keeps one fixed grid and look; ``clinical`` (``pe-seg synth``'s
+default) draws per case a scanner (grid, slice thickness, kernel, noise, contrast timing, dense SVC contrast
+with streaks, lower-lobe motion; :mod:`.scanner`) and PE mimics labelled 0 (dark pulmonary veins, mixing
+artefacts, hilar lymph nodes, mucus-filled bronchi; :mod:`.mimics`). Normal scans without emboli come from
+``generate_dataset(..., negative_fraction=...)``.
+
 Emboli follow one stated distribution (1-6 per case; about a third each central/lobar > 500 mm^3, segmental
 50-500 mm^3, small < 50 mm^3; details in :mod:`pe_segmentation.data.phantom.emboli`). Labels: 0 background,
 1 embolus, optionally 2 patent artery. Everything is in millimetres, so anatomy and volumes do not depend on the
@@ -30,6 +36,7 @@ from pe_segmentation.data.phantom.dataset import (
     DatasetSummary,
     format_summary,
     generate_dataset,
+    is_negative,
     summarize_emboli,
 )
 from pe_segmentation.data.phantom.emboli import EmbolusInfo
@@ -44,8 +51,11 @@ from pe_segmentation.data.phantom.generator import (
     case_seed,
     generate_phantom,
 )
+from pe_segmentation.data.phantom.mimics import MIMIC_KINDS, MimicInfo
+from pe_segmentation.data.phantom.scanner import CLINICAL, PROFILES, ScannerDraw, ScannerProfile, draw_scanner
 
 __all__ = [
+    "CLINICAL",
     "DATALIST_NAME",
     "DEFAULT_SHAPE",
     "DEFAULT_SPACING",
@@ -53,15 +63,22 @@ __all__ = [
     "LABEL_EMBOLUS",
     "LABEL_NAMES",
     "LABEL_VESSEL",
+    "MIMIC_KINDS",
+    "PROFILES",
     "CaseRecord",
     "DatasetSummary",
     "EmbolusInfo",
+    "MimicInfo",
     "Phantom",
     "PhantomSettings",
+    "ScannerDraw",
+    "ScannerProfile",
     "Tissue",
     "case_seed",
+    "draw_scanner",
     "format_summary",
     "generate_dataset",
     "generate_phantom",
+    "is_negative",
     "summarize_emboli",
 ]

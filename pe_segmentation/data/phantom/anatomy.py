@@ -39,6 +39,12 @@ class Tissue(IntEnum):
     EMBOLUS = 12
     AIRWAY = 13
     DISC = 14
+    # drawn by the clinical profile only (scanner.py, mimics.py); HU set per case there
+    PULMONARY_VEIN = 15
+    LYMPH_NODE = 16
+    MUCUS_BRONCHUS = 17
+    UNOPACIFIED_BLOOD = 18  # mixing artefact: unopacified blood streaming into the right heart and trunk
+    SVC_CONTRAST = 19  # superior vena cava
 
 
 # Per-case HU of each tissue: (low, high) of a uniform draw. Pulmonary blood is drawn once and shared by the
@@ -74,6 +80,11 @@ TEXTURE_HU: dict[Tissue, float] = {
     Tissue.SYSTEMIC_BLOOD: 5.0,
     Tissue.RIGHT_HEART_BLOOD: 6.0,
     Tissue.PULMONARY_ARTERY: 6.0,
+    Tissue.PULMONARY_VEIN: 5.0,
+    Tissue.LYMPH_NODE: 3.0,
+    Tissue.MUCUS_BRONCHUS: 3.0,
+    Tissue.UNOPACIFIED_BLOOD: 6.0,
+    Tissue.SVC_CONTRAST: 20.0,
 }
 
 

@@ -26,6 +26,17 @@ from pe_segmentation.data.phantom.anatomy import (
 )
 from pe_segmentation.data.phantom.emboli import EmbolusInfo, place_emboli
 from pe_segmentation.data.phantom.geometry import Grid
+from pe_segmentation.data.phantom.mimics import MimicInfo, paint_mimics
+from pe_segmentation.data.phantom.scanner import (
+    CLINICAL,
+    PROFILES,
+    Acquisition,
+    ScannerDraw,
+    diaphragm_top_mm,
+    draw_scanner,
+    paint_svc,
+    superior_vena_cava,
+)
 from pe_segmentation.data.phantom.vessels import Branch, build_tree, render_lumen
 from pe_segmentation.errors import ConfigError
 from pe_segmentation.io.volume import Volume
@@ -64,28 +75,46 @@ class PhantomSettings:
         blur_sigma: Gaussian partial-volume blur in voxels; 0 keeps the hard-edged tissue values.
         vessel_label: label patent pulmonary artery lumen as 2 (emboli stay 1).
         emboli_per_case: inclusive range of the number of emboli per case.
+        profile: ``"uniform"`` (default): the fixed grid above and one look (``noise_hu``, ``blur_sigma``).
+            ``"clinical"``: every case draws its scanner (grid, slice thickness, kernel, noise, contrast
+            timing, SVC streaks, motion; :mod:`.scanner`), pulmonary veins and PE mimics (:mod:`.mimics`).
+            There ``shape`` and ``spacing`` default to ``None`` (drawn): a ``spacing`` alone fixes the spacing
+            and draws a real chest's field of view, a ``shape`` alone fixes the voxel counts (spacing = drawn
+            field / shape), both fix the grid. ``noise_hu`` and ``blur_sigma`` are not used (the scanner draws
+            noise and kernel).
     """
 
-    shape: tuple[int, int, int] = DEFAULT_SHAPE
-    spacing: tuple[float, float, float] = DEFAULT_SPACING
+    shape: tuple[int, int, int] | None = None
+    spacing: tuple[float, float, float] | None = None
     noise_hu: float = 15.0
     blur_sigma: float = 0.6
     vessel_label: bool = False
     emboli_per_case: tuple[int, int] = (1, 6)
+    profile: str = "uniform"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "shape", self._triple("shape", self.shape, int))
-        object.__setattr__(self, "spacing", self._triple("spacing", self.spacing, float))
+        if self.profile not in PROFILES:
+            raise ConfigError(f"phantom profile must be one of {', '.join(PROFILES)}, got {self.profile!r}")
+        clinical = self.profile == "clinical"
+        if self.shape is not None or not clinical:
+            object.__setattr__(self, "shape", self._triple("shape", self.shape or DEFAULT_SHAPE, int))
+        if self.spacing is not None or not clinical:
+            object.__setattr__(
+                self, "spacing", self._triple("spacing", self.spacing or DEFAULT_SPACING, float)
+            )
         if not isinstance(self.emboli_per_case, (list, tuple)):
             raise ConfigError(f"phantom emboli_per_case must be [low, high], got {self.emboli_per_case!r}")
         object.__setattr__(self, "emboli_per_case", tuple(self.emboli_per_case))
-        if any(n < MIN_SHAPE or n > MAX_SHAPE for n in self.shape):
+        if self.shape is not None and any(n < MIN_SHAPE or n > MAX_SHAPE for n in self.shape):
             raise ConfigError(
                 f"phantom shape {_fmt(self.shape)} is out of range: each axis needs {MIN_SHAPE} to {MAX_SHAPE} voxels"
             )
-        if any(not math.isfinite(s) or s <= 0 for s in self.spacing):
+        if self.spacing is not None and any(not math.isfinite(s) or s <= 0 for s in self.spacing):
             raise ConfigError(f"phantom spacing {_fmt(self.spacing)} mm must be positive")
-        self._check_field()
+        if self.shape is not None and self.spacing is not None:
+            self._check_field()
+        elif self.spacing is not None:
+            self._check_clinical_spacing(self.spacing)
         for name, value, high in (("noise_hu", self.noise_hu, 200.0), ("blur_sigma", self.blur_sigma, 3.0)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= high:
                 raise ConfigError(f"phantom {name} must be a number in [0, {high:g}], got {value!r}")
@@ -113,6 +142,19 @@ class PhantomSettings:
         if kind is int and (x, y, z) != tuple(float(v) for v in items):
             raise ConfigError(f"phantom {name} must be three integers, got {value!r}")
         return (x, y, z)
+
+    @staticmethod
+    def _check_clinical_spacing(spacing: tuple[float, float, float]) -> None:
+        """A fixed spacing under a drawn field of view must give 32 to 1024 voxels per axis."""
+        fields = (CLINICAL.field_inplane_mm, CLINICAL.field_inplane_mm, CLINICAL.field_z_mm)
+        for step, (low, high) in zip(spacing, fields, strict=True):
+            if round(low / step) < MIN_SHAPE or round(high / step) > MAX_SHAPE:
+                raise ConfigError(
+                    f"phantom spacing {_fmt(spacing)} mm does not fit the clinical profile's field of view "
+                    f"({CLINICAL.field_inplane_mm[0]:g}-{CLINICAL.field_inplane_mm[1]:g} mm in-plane, "
+                    f"{CLINICAL.field_z_mm[0]:g}-{CLINICAL.field_z_mm[1]:g} mm along z) in {MIN_SHAPE} to "
+                    f"{MAX_SHAPE} voxels per axis"
+                )
 
     def _check_field(self) -> None:
         field_mm = self.grid.field_mm
@@ -163,7 +205,15 @@ class PhantomSettings:
 
     @property
     def grid(self) -> Grid:
+        """The fixed grid; a ``clinical`` profile without both shape and spacing draws it per case instead."""
+        if self.shape is None or self.spacing is None:
+            raise ConfigError("the clinical profile draws each case's grid; read it from the phantom's image")
         return Grid(self.shape, self.spacing)
+
+    @property
+    def fixed_grid(self) -> bool:
+        """Whether every case has the same grid (uniform profile, or clinical with shape and spacing)."""
+        return self.shape is not None and self.spacing is not None
 
     def to_dict(self) -> dict:
         """JSON-ready mapping of the settings."""
@@ -183,6 +233,9 @@ class Phantom:
         instances: uint8 map of embolus indices (0 none).
         branches: the artery tree.
         settings: the settings used.
+        negative: made without emboli (a normal scan).
+        scanner: the case's scanner draw (``clinical`` profile; ``None`` for ``uniform``).
+        mimics: the PE mimics painted (``clinical`` profile), all label 0.
     """
 
     image: Volume
@@ -193,6 +246,17 @@ class Phantom:
     instances: np.ndarray
     branches: list[Branch] = field(repr=False)
     settings: PhantomSettings
+    negative: bool = False
+    scanner: ScannerDraw | None = None
+    mimics: list[MimicInfo] = field(default_factory=list)
+
+    @property
+    def grid(self) -> Grid:
+        """The case's grid (drawn per case by the clinical profile)."""
+        return Grid(
+            cast(tuple[int, int, int], tuple(int(n) for n in self.image.array.shape)),
+            self.scanner.spacing if self.scanner is not None else self.settings.grid.spacing,
+        )
 
 
 def case_seed(seed: int, index: int) -> np.random.SeedSequence:
@@ -219,28 +283,44 @@ def _generator(source: RandomSource) -> np.random.Generator:
     return np.random.default_rng(int(source))
 
 
-def generate_phantom(settings: PhantomSettings | None = None, rng: RandomSource = 0) -> Phantom:
+def generate_phantom(
+    settings: PhantomSettings | None = None, rng: RandomSource = 0, *, negative: bool = False
+) -> Phantom:
     """Generate one synthetic CTPA case.
 
     Args:
         settings: sampling and output options (default :class:`PhantomSettings`).
         rng: a seed (int), a :class:`numpy.random.SeedSequence` (see :func:`case_seed`) or a generator.
+        negative: make a normal scan, without any embolus.
 
     Returns:
         The :class:`Phantom`: HU image, label, emboli and the maps behind them.
     """
     settings = settings or PhantomSettings()
     rng = _generator(rng)
-    grid = settings.grid
+    clinical = settings.profile == "clinical"
+    scanner = draw_scanner(rng, settings.shape, settings.spacing) if clinical else None
+    grid = scanner.grid if scanner is not None else settings.grid
     chest = Chest(grid, rng)
     tissues = chest.render()
+    svc = superior_vena_cava(chest)
+    if scanner is not None:
+        paint_svc(tissues, grid, svc)
     branches = build_tree(chest, rng)
     vessels = render_lumen(grid, branches)
     tissues[vessels] = Tissue.PULMONARY_ARTERY
-    instances, emboli = place_emboli(grid, branches, vessels, rng, settings.emboli_per_case)
+    emboli: list[EmbolusInfo] = []
+    if negative:
+        instances = np.zeros(grid.shape, dtype=np.uint8)
+    else:
+        instances, emboli = place_emboli(grid, branches, vessels, rng, settings.emboli_per_case)
     clot_voxels = np.nonzero(instances)
     tissues[clot_voxels] = Tissue.EMBOLUS
-    hu = _hu_image(tissues, instances, clot_voxels, emboli, grid, settings, rng)
+    acquisition = mimics = None
+    if scanner is not None:
+        mimics = paint_mimics(tissues, vessels, instances, grid, chest, branches, scanner, rng)
+        acquisition = Acquisition(scanner, svc, diaphragm_top_mm(chest), mimics.hu)
+    hu = _hu_image(tissues, instances, clot_voxels, emboli, grid, settings, rng, acquisition)
     affine = grid.affine()
     image = Volume(hu, affine, {"source": "pe-seg synthetic CTPA phantom"})
     label = _label(instances, vessels, settings.vessel_label)
@@ -255,6 +335,9 @@ def generate_phantom(settings: PhantomSettings | None = None, rng: RandomSource 
         instances=instances,
         branches=branches,
         settings=settings,
+        negative=negative,
+        scanner=scanner,
+        mimics=mimics.records if mimics is not None else [],
     )
 
 
@@ -266,9 +349,16 @@ def _hu_image(
     grid: Grid,
     settings: PhantomSettings,
     rng: np.random.Generator,
+    acquisition: Acquisition | None = None,
 ) -> np.ndarray:
-    """HU (int16) from tissues: per-case table, texture, clot values, partial-volume blur, noise."""
+    """HU (int16) from tissues: per-case table, texture, clot values, partial-volume blur, noise.
+
+    With an ``acquisition`` (clinical profile) its contrast timing and mimic HU overwrite the table, and its
+    scanner (motion, noise, kernel, slice thickness, streaks) replaces the uniform blur and noise.
+    """
     table = tissue_hu(rng)
+    if acquisition is not None:
+        acquisition.set_table(table)
     texture = smooth_texture(grid, rng)
     hu = table[tissues]
     texture *= texture_amplitudes()[tissues]
@@ -277,9 +367,11 @@ def _hu_image(
     if emboli:
         clot_hu = np.array([0.0] + [e.hu for e in emboli], dtype=np.float32)
         hu[clot_voxels] = clot_hu[instances[clot_voxels]]
-    if settings.blur_sigma > 0:
+    if acquisition is not None:
+        acquisition.acquire(hu, tissues, grid, rng)
+    elif settings.blur_sigma > 0:
         ndimage.gaussian_filter(hu, settings.blur_sigma, output=hu, truncate=3.0)
-    if settings.noise_hu > 0:
+    if acquisition is None and settings.noise_hu > 0:
         noise = rng.standard_normal(grid.shape, dtype=np.float32)
         noise *= np.float32(settings.noise_hu)
         hu += noise
