@@ -93,6 +93,10 @@ class Config:
         roi = self.validation.roi_size
         if roi is not None and len(roi) != len(self.patch.patch_size or ()):
             raise ConfigError(f"validation.roi_size {list(roi)} does not match patch.patch_size's dimensions")
+        if self.patch.spatial_dims == 2 and self.augmentation.thick_slice_prob > 0:
+            raise ConfigError(
+                "augmentation.thick_slice_prob: 2D patches are single axial slices, there is no z to thicken; set it to 0"
+            )
 
 
 def _with_section_name(name: str, section_type: Any, value: Mapping[str, Any] | None) -> Any:

@@ -245,6 +245,30 @@ class AugmentationSettings(SettingsSection):
         shift_intensity: random intensity offset (windowed units, 0.1 = 60 HU with the default window).
         noise_std: standard deviation of additive Gaussian noise (windowed units); 0 disables.
         prob: probability of each of rotate90, affine, intensity scale, intensity shift and noise.
+
+    Domain randomisation in HU, for the variety of real CTPA (scanners, kernels, doses, slice thicknesses,
+    contrast timing). Each is off at probability 0 (the default), and while all are off the chain is exactly
+    the one without them. When any is on, the patches are cut from the volume in HU and windowed after these
+    steps (see :func:`~pe_segmentation.data.transforms.build_train_transforms`), in this order:
+
+        contrast_prob: probability of rescaling the contrast enhancement: HU above 40 (unenhanced blood) are
+            mapped to ``40 + (HU - 40) * f``, ``f`` drawn from ``contrast_scale``; lung, fat and clot
+            (below about 40 HU) keep their values. Models bolus timing (pulmonary trunk 150-600 HU).
+        contrast_scale: ``[low, high]`` range of ``f``.
+        hu_shift_prob: probability of adding an offset drawn from ``hu_shift`` (HU) to every voxel
+            (calibration and kVp differences between scanners).
+        hu_shift: ``[low, high]`` range of the offset in HU.
+        thick_slice_prob: probability of simulating thicker slices: the patch is averaged down along z (the
+            last axis) by a factor drawn from ``thick_slice_zoom``, then linearly interpolated back (as the
+            resampling of a thick-slice scan does). At a 1 mm model spacing, 0.2 is a 5 mm slice. 3D only.
+        thick_slice_zoom: ``[low, high]`` range of the zoom factor along z, in (0, 1].
+        hu_noise_prob: probability of adding Gaussian noise in HU (dose, patient size, slice thickness).
+        hu_noise_std: the largest noise SD in HU; each draw takes a SD uniformly in ``[0, hu_noise_std]``.
+        blur_prob: probability of a Gaussian blur in the axial plane (soft reconstruction kernels).
+        blur_sigma: ``[low, high]`` range of the blur's SD in voxels, drawn for each in-plane axis.
+        sharpen_prob: probability of unsharp masking (sharp reconstruction kernels), MONAI's
+            ``RandGaussianSharpen`` with its default kernel widths.
+        sharpen_alpha: ``[low, high]`` range of the sharpening weight.
     """
 
     section: ClassVar[str] = "augmentation"
@@ -258,6 +282,28 @@ class AugmentationSettings(SettingsSection):
     shift_intensity: float = 0.1
     noise_std: float = 0.02
     prob: float = 0.2
+    contrast_prob: float = 0.0
+    contrast_scale: tuple[float, float] = (0.6, 1.6)
+    hu_shift_prob: float = 0.0
+    hu_shift: tuple[float, float] = (-20.0, 20.0)
+    thick_slice_prob: float = 0.0
+    thick_slice_zoom: tuple[float, float] = (0.2, 1.0)
+    hu_noise_prob: float = 0.0
+    hu_noise_std: float = 25.0
+    blur_prob: float = 0.0
+    blur_sigma: tuple[float, float] = (0.25, 1.0)
+    sharpen_prob: float = 0.0
+    sharpen_alpha: tuple[float, float] = (1.0, 3.0)
+
+    #: The probabilities of the HU-space domain randomisation.
+    HU_PROBS: ClassVar[tuple[str, ...]] = (
+        "contrast_prob",
+        "hu_shift_prob",
+        "thick_slice_prob",
+        "hu_noise_prob",
+        "blur_prob",
+        "sharpen_prob",
+    )
 
     def __post_init__(self) -> None:
         self._bool("flip")
@@ -269,6 +315,30 @@ class AugmentationSettings(SettingsSection):
         self._set("shift_intensity", self._number("shift_intensity", low=0.0))
         self._set("noise_std", self._number("noise_std", low=0.0))
         self._set("prob", self._number("prob", low=0.0, high=1.0))
+        for name in self.HU_PROBS:
+            self._set(name, self._number(name, low=0.0, high=1.0))
+        self._set("contrast_scale", self._range("contrast_scale", low=0.0, strict_low=True))
+        self._set("hu_shift", self._range("hu_shift"))
+        self._set("thick_slice_zoom", self._range("thick_slice_zoom", low=0.0, strict_low=True, high=1.0))
+        self._set("hu_noise_std", self._number("hu_noise_std", low=0.0))
+        self._set("blur_sigma", self._range("blur_sigma", low=0.0))
+        self._set("sharpen_alpha", self._range("sharpen_alpha", low=0.0))
+
+    def _range(
+        self, name: str, *, low: float | None = None, high: float | None = None, strict_low: bool = False
+    ) -> tuple[float, float]:
+        first, second = (
+            self._number(name, v, low=low, high=high, strict_low=strict_low)
+            for v in self._sequence(name, (2,))
+        )
+        if first > second:
+            raise self._fail(name, f"expected [low, high] with low <= high, got [{first:g}, {second:g}]")
+        return (first, second)
+
+    @property
+    def has_hu(self) -> bool:
+        """Whether any HU-space domain randomisation is on (patches are then windowed after it)."""
+        return any(getattr(self, name) > 0 for name in self.HU_PROBS)
 
     @property
     def has_affine(self) -> bool:

@@ -20,7 +20,10 @@ image back onto the original grid (:func:`build_inverse`).
 Training adds ``SpatialPadd`` (volumes smaller than a patch), the label's foreground indices (cached with the
 volume) and :class:`~pe_segmentation.data.sampling.RandOffsetPosNegCropd` (positive and negative patches, the
 sampled voxel anywhere in the patch), both from :mod:`pe_segmentation.data.sampling`, then augmentation
-(:mod:`pe_segmentation.data.augmentation`), in :func:`build_train_transforms`. In 2D mode
+(:mod:`pe_segmentation.data.augmentation`), in :func:`build_train_transforms`. With HU-space domain
+randomisation on (``AugmentationSettings.has_hu``: contrast timing, HU offset, thick slices, noise, kernels),
+step 5 moves: the volume is cached and cut into patches in HU (padding with air), each patch is randomised in
+HU, then windowed, then augmented as usual; with it off (the default) the chain is the one above. In 2D mode
 (``PatchSettings.spatial_dims == 2``) the crop is ``(H, W, 1)`` — one axial slice, as the original 2D UNets
 were trained — and the last axis is squeezed so networks see ``(C, H, W)``; augmentation then works in the
 axial plane.
@@ -57,7 +60,7 @@ from monai.transforms import (
     SqueezeDimd,
 )
 
-from pe_segmentation.data.augmentation import build_augmentation
+from pe_segmentation.data.augmentation import build_augmentation, build_hu_augmentation
 from pe_segmentation.data.label_values import CheckLabelValuesd
 from pe_segmentation.data.sampling import FG_INDICES_POSTFIX, ForegroundIndicesd, RandOffsetPosNegCropd
 from pe_segmentation.data.settings import AugmentationSettings, PatchSettings, PreprocessingSettings
@@ -73,6 +76,9 @@ FINGERPRINT_ATTR = "pe_seg_fingerprint"
 #: memory cache may hand over its items without the deep copy MONAI makes by default (``copy_cache``): a copy of
 #: the whole volume on every draw, 26 MB for a 160x160x128 phantom with its label.
 CACHE_READ_ONLY_ATTR = "pe_seg_cache_read_only"
+
+#: HU of air: the padding of patches that are windowed after HU-space augmentation.
+AIR_HU = -1024.0
 
 
 def default_reader() -> ImageReader:
@@ -123,9 +129,14 @@ def _compose(transforms: Sequence[Any], fingerprint: str) -> Compose:
 
 
 def _preprocessing_list(
-    settings: PreprocessingSettings, keys: tuple[str, ...], reader: ImageReader | str | None
+    settings: PreprocessingSettings,
+    keys: tuple[str, ...],
+    reader: ImageReader | str | None,
+    window: bool = True,
 ) -> list[MapTransform]:
-    """The preprocessing steps as a flat list (so that dataset caching sees every deterministic step)."""
+    """The preprocessing steps as a flat list (so that dataset caching sees every deterministic step).
+
+    ``window=False`` leaves the image in HU (training with HU-space augmentation windows its patches later)."""
     image_key, label_keys = keys[0], keys[1:]
     steps: list[MapTransform] = [
         LoadImaged(keys, reader=reader, image_only=True),  # type: ignore[arg-type]  # MONAI annotates classes only
@@ -153,10 +164,16 @@ def _preprocessing_list(
         # float32 resampling: 1.8x faster than MONAI's float64 default on a 512x512x300 CT (max difference
         # 2e-5 in windowed units); nearest-neighbour ties at exact half-voxel positions may break either way.
         steps.append(Spacingd(keys, pixdim=settings.monai_pixdim, mode=modes, dtype=np.float32))
-    low, high = settings.hu_window
-    steps.append(ScaleIntensityRanged(image_key, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True))
+    if window:
+        steps.append(_window(settings, image_key))
     steps.append(EnsureTyped(keys, dtype=torch.float32))
     return steps
+
+
+def _window(settings: PreprocessingSettings, image_key: str) -> MapTransform:
+    """The HU window to [0, 1], clipped."""
+    low, high = settings.hu_window
+    return ScaleIntensityRanged(image_key, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)
 
 
 def build_preprocessing(
@@ -187,14 +204,24 @@ def build_preprocessing(
     return _compose(_preprocessing_list(settings, keys, reader), fingerprint)
 
 
-def _patch_steps(keys: tuple[str, ...], patch: PatchSettings) -> list[MapTransform]:
+def _patch_steps(
+    keys: tuple[str, ...], patch: PatchSettings, pad_hu: float | None = None
+) -> list[MapTransform]:
     """Padding to the patch size, the cached foreground indices and the positive/negative patch sampling."""
     crop = patch.crop_size
     label_key = keys[1]
+    # Volumes smaller than a patch (e.g. a thin slab) are padded with 0 (= below the window) so that every
+    # patch has the configured size and patches batch together; an image still in HU is padded with air.
+    pads: list[MapTransform] = (
+        [SpatialPadd(keys, spatial_size=crop, mode="constant", value=0)]
+        if pad_hu is None
+        else [
+            SpatialPadd(keys[0], spatial_size=crop, mode="constant", value=pad_hu),
+            SpatialPadd(keys[1:], spatial_size=crop, mode="constant", value=0),
+        ]
+    )
     steps: list[MapTransform] = [
-        # Volumes smaller than a patch (e.g. a thin slab) are padded with 0 (= below the window) so that every
-        # patch has the configured size and patches batch together.
-        SpatialPadd(keys, spatial_size=crop, mode="constant", value=0),
+        *pads,
         ForegroundIndicesd(label_key),  # cached with the volume: sampling needs no pass over the label
         RandOffsetPosNegCropd(
             keys,
@@ -238,11 +265,21 @@ def build_train_transforms(
     if len(keys) < 2:
         raise ConfigError(f"training needs an image and a label key, got {list(keys)}")
     reader = default_reader() if reader is None else reader
-    steps: list[MapTransform] = _preprocessing_list(pre, keys, reader) + _patch_steps(keys, patch)
+    in_hu = aug is not None and aug.has_hu
+    if in_hu and aug is not None:
+        # HU-space domain randomisation: the volume is cached and cut into patches in HU; each patch is
+        # randomised, then windowed, then augmented as usual. Padding is air (below any window).
+        pad_hu = min(AIR_HU, pre.hu_window[0])
+        steps = _preprocessing_list(pre, keys, reader, window=False) + _patch_steps(keys, patch, pad_hu)
+        steps += build_hu_augmentation(aug, patch.spatial_dims, keys[0])
+        steps.append(_window(pre, keys[0]))
+    else:
+        steps = _preprocessing_list(pre, keys, reader) + _patch_steps(keys, patch)
     if aug is not None:
         steps += build_augmentation(aug, patch.spatial_dims, patch.patch_size or (), keys[0], keys[1:])
         steps.append(EnsureTyped(keys, dtype=torch.float32))
     # Only the deterministic prefix (preprocessing and padding) is cached, so only it enters the fingerprint.
+    parts: dict[str, Any] = {"pad_hu": pad_hu, "window": "after_hu_augmentation"} if in_hu else {}
     fingerprint = transform_fingerprint(
         chain="train",
         keys=keys,
@@ -250,6 +287,7 @@ def build_train_transforms(
         pre=pre.to_dict(),
         pad=list(patch.crop_size),
         fg_indices=keys[1],
+        **parts,
     )
     compose = _compose(steps, fingerprint)
     # the first random step is RandOffsetPosNegCropd, which only reads the volume and returns copies
