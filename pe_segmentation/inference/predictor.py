@@ -62,7 +62,7 @@ from pe_segmentation.networks import build_network
 from pe_segmentation.runtime.allocator import keep_freed_memory
 from pe_segmentation.runtime.checkpoint import load_checkpoint, load_model_weights
 from pe_segmentation.runtime.devices import inference_device, inference_precision, stitch_device
-from pe_segmentation.runtime.inferer import AutocastInferer, build_inferer
+from pe_segmentation.runtime.inferer import AutocastInferer, build_inferer, count_windows
 from pe_segmentation.runtime.memory_format import channels_last_format, to_memory_format
 
 log = logging.getLogger(__name__)
@@ -458,10 +458,28 @@ class Predictor:
     ) -> tuple[np.ndarray, torch.device]:
         """Sliding-window embolus probability of a preprocessed ``(1, *spatial)`` image on its own grid.
 
-        With a ``territory`` (uint8, the image's grid), windows holding none of it are not run.
+        With a ``territory`` (uint8, the image's grid), the windows tile only the territory's bounding box, and
+        those holding none of it are not run; the probability is 0 elsewhere. The window counts of the run
+        (:attr:`EmbolusLogit.windows_run`, ``windows_skipped``) are then relative to tiling the whole grid.
         """
         voxels = int(np.prod(image.shape[1:]))
         stitch = stitch_device(self.device, voxels)
+        self.window_network.reset_counts()
+        if territory is None:
+            return self._sliding_window(image, None, stitch), stitch
+        every = count_windows(self.config, image.shape[1:], self.overlap)
+        probability = np.zeros(image.shape[1:], dtype=np.float32)
+        box = bounding_box(territory)
+        if box is not None:
+            cropped = image[(slice(None), box[0], box[1], box[2])]
+            probability[box] = self._sliding_window(cropped, territory[box], stitch)
+        self.window_network.windows_skipped = max(every - self.window_network.windows_run, 0)
+        return probability, stitch
+
+    def _sliding_window(
+        self, image: torch.Tensor, territory: np.ndarray | None, stitch: torch.device
+    ) -> np.ndarray:
+        """The embolus probability of ``image`` (``(1, *spatial)``), skipping windows without ``territory``."""
         inferer = build_inferer(
             self.config,
             self.overlap,
@@ -472,7 +490,6 @@ class Predictor:
         )
         wrapped = AutocastInferer(inferer, self.precision, self.memory_format)
         batch = image.unsqueeze(0).to(stitch)
-        self.window_network.reset_counts()
         if territory is None:
             log_odds = wrapped(batch, self.window_network)
         else:
@@ -480,8 +497,7 @@ class Predictor:
             log_odds = wrapped(batch, self.window_network, condition=condition)
         if isinstance(log_odds, (list, tuple)):
             log_odds = log_odds[0]
-        probability = torch.sigmoid(torch.as_tensor(log_odds)[0, 0].float()).cpu().numpy()
-        return probability, stitch
+        return torch.sigmoid(torch.as_tensor(log_odds)[0, 0].float()).cpu().numpy()
 
 
 def _study_score(probability: np.ndarray, territory: np.ndarray | None) -> float:

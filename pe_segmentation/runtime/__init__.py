@@ -27,7 +27,7 @@ from pe_segmentation.runtime.devices import (
     visible_devices,
 )
 from pe_segmentation.runtime.distributed import DistributedContext, init_distributed, launch, under_launcher
-from pe_segmentation.runtime.inferer import AutocastInferer, build_inferer
+from pe_segmentation.runtime.inferer import AutocastInferer, build_inferer, count_windows
 from pe_segmentation.runtime.memory_format import channels_last_format, to_memory_format
 from pe_segmentation.runtime.precision import Precision, cpu_supports_bf16, resolve_precision, select_device
 
@@ -38,6 +38,7 @@ __all__ = [
     "build_inferer",
     "channels_last_format",
     "check_architecture",
+    "count_windows",
     "cpu_supports_bf16",
     "find_resume_checkpoint",
     "inference_device",

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from monai.data.utils import dense_patch_slices
 from monai.inferers import Inferer, SliceInferer, SlidingWindowInferer
 
 from pe_segmentation.config import Config
@@ -62,6 +63,22 @@ def build_inferer(
     if config.patch.spatial_dims == 2:
         return SliceInferer(spatial_dim=2, **common)
     return SlidingWindowInferer(**common)
+
+
+def count_windows(config: Config, shape: Sequence[int], overlap: float | None = None) -> int:
+    """How many windows the inferer of :func:`build_inferer` runs over a volume of ``shape``.
+
+    MONAI tiles the (padded) volume with windows ``roi * (1 - overlap)`` apart; a 2D network's windows tile
+    each slice along the last axis. Reports use it to say how many windows the territory saved.
+    """
+    roi = tuple(int(r) for r in (config.validation.roi_size or config.patch.patch_size or ()))
+    overlap = config.validation.overlap if overlap is None else float(overlap)
+    planes, spatial = (
+        (int(shape[-1]), tuple(shape[:2])) if config.patch.spatial_dims == 2 else (1, tuple(shape))
+    )
+    size = tuple(max(int(s), r) for s, r in zip(spatial, roi, strict=True))
+    interval = tuple(r if r == s else max(int(r * (1 - overlap)), 1) for r, s in zip(roi, size, strict=True))
+    return planes * len(dense_patch_slices(size, roi, interval))
 
 
 class AutocastInferer(Inferer):

@@ -61,6 +61,8 @@ def test_a_scan_without_lungs_gets_no_clot_and_a_failed_lung_check(predictor, ph
     # the same model on the same scan without the territory reports clots: the checks are what stops them
     unconfined = Predictor.from_checkpoint(BUNDLE_MODEL, device="cpu", territory=False).predict(scan)
     assert unconfined.mask.array.any()
+    assert unconfined.territory["windows_skipped"] == 0
+    assert prediction.territory["windows_skipped"] == unconfined.territory["windows_run"] > 0
 
 
 def test_qc_strict_refuses_a_scan_without_lungs_in_one_line(phantom, tmp_path, capsys):
@@ -116,3 +118,6 @@ def test_a_finer_input_runs_on_the_models_own_grid(predictor, phantom):
     assert fine_run.quality is not None
     assert fine_run.quality.verdict == "pass"
     assert fine_run.quality.check("slice_spacing").value == pytest.approx(2.0)
+    # the windows tile only the territory's box: fewer than over the whole grid, none without territory
+    assert fine_run.territory["windows_run"] > 0
+    assert fine_run.territory["windows_skipped"] > 0
