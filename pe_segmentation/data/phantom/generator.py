@@ -24,7 +24,7 @@ from pe_segmentation.data.phantom.anatomy import (
     texture_amplitudes,
     tissue_hu,
 )
-from pe_segmentation.data.phantom.emboli import EmbolusInfo, place_emboli
+from pe_segmentation.data.phantom.emboli import EmbolusInfo, place_emboli, with_label_hu
 from pe_segmentation.data.phantom.geometry import Grid
 from pe_segmentation.data.phantom.vessels import Branch, build_tree, render_lumen
 from pe_segmentation.errors import ConfigError
@@ -63,7 +63,8 @@ class PhantomSettings:
         noise_hu: standard deviation of the added Gaussian noise (HU); 0 gives a noise-free image.
         blur_sigma: Gaussian partial-volume blur in voxels; 0 keeps the hard-edged tissue values.
         vessel_label: label patent pulmonary artery lumen as 2 (emboli stay 1).
-        emboli_per_case: inclusive range of the number of emboli per case.
+        emboli_per_case: inclusive range of the number of emboli per case, drawn uniformly in it; ``None``
+            (the default) draws it from FUMPE's per-patient counts (1-15, median 2; see :mod:`.emboli`).
     """
 
     shape: tuple[int, int, int] = DEFAULT_SHAPE
@@ -71,14 +72,15 @@ class PhantomSettings:
     noise_hu: float = 15.0
     blur_sigma: float = 0.6
     vessel_label: bool = False
-    emboli_per_case: tuple[int, int] = (1, 6)
+    emboli_per_case: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", self._triple("shape", self.shape, int))
         object.__setattr__(self, "spacing", self._triple("spacing", self.spacing, float))
-        if not isinstance(self.emboli_per_case, (list, tuple)):
+        if self.emboli_per_case is not None and not isinstance(self.emboli_per_case, (list, tuple)):
             raise ConfigError(f"phantom emboli_per_case must be [low, high], got {self.emboli_per_case!r}")
-        object.__setattr__(self, "emboli_per_case", tuple(self.emboli_per_case))
+        if self.emboli_per_case is not None:
+            object.__setattr__(self, "emboli_per_case", tuple(self.emboli_per_case))
         if any(n < MIN_SHAPE or n > MAX_SHAPE for n in self.shape):
             raise ConfigError(
                 f"phantom shape {_fmt(self.shape)} is out of range: each axis needs {MIN_SHAPE} to {MAX_SHAPE} voxels"
@@ -92,7 +94,7 @@ class PhantomSettings:
         if not isinstance(self.vessel_label, bool):
             raise ConfigError(f"phantom vessel_label must be true or false, got {self.vessel_label!r}")
         per_case = self.emboli_per_case
-        if not (
+        if per_case is not None and not (
             len(per_case) == 2
             and all(isinstance(v, int) and not isinstance(v, bool) for v in per_case)
             and 1 <= per_case[0] <= per_case[1] <= 50
@@ -241,6 +243,7 @@ def generate_phantom(settings: PhantomSettings | None = None, rng: RandomSource 
     clot_voxels = np.nonzero(instances)
     tissues[clot_voxels] = Tissue.EMBOLUS
     hu = _hu_image(tissues, instances, clot_voxels, emboli, grid, settings, rng)
+    emboli = with_label_hu(emboli, hu[clot_voxels], instances[clot_voxels])
     affine = grid.affine()
     image = Volume(hu, affine, {"source": "pe-seg synthetic CTPA phantom"})
     label = _label(instances, vessels, settings.vessel_label)
