@@ -52,6 +52,7 @@ def measure(folder: Path) -> dict:
     counts: list[int] = []
     burdens: list[float] = []
     volumes: list[float] = []
+    per_patient: list[list[float]] = []
     names = sorted(folder.glob("PAT*.nii.gz"))
     for path in names:
         image = nib.load(path)
@@ -62,6 +63,7 @@ def measure(folder: Path) -> dict:
         counts.append(int(n))
         burdens.append(round(float(sizes.sum()) / 1000.0, 3))
         volumes.extend(float(v) for v in sizes)
+        per_patient.append(sorted((round(float(v), 1) for v in sizes), reverse=True))
     v = np.asarray(volumes)
     return {
         "source": (
@@ -74,6 +76,7 @@ def measure(folder: Path) -> dict:
         "burden_ml_per_patient": burdens,
         "component_volume_mm3_quantiles": {f"{q:g}": round(float(np.quantile(v, q)), 1) for q in QUANTILES},
         "components": int(v.size),
+        "component_volumes_mm3_per_patient": per_patient,
         "class_shares": {
             "central": round(float(np.mean(v > 500.0)), 4),
             "segmental": round(float(np.mean((v >= 50.0) & (v <= 500.0))), 4),

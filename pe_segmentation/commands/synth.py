@@ -18,8 +18,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=(
             "Generate synthetic CT pulmonary angiography phantoms (HU, int16) with embolus labels and an "
             "MSD-style datalist.json: OUTPUT/images, OUTPUT/labels, OUTPUT/dicom (with --format dicom|both). "
-            "Emboli per case: 1-6, about a third each central (> 500 mm^3), segmental (50-500 mm^3) and small "
-            "(< 50 mm^3). Give --shape or --spacing alone to keep the default field of view "
+            "Emboli follow FUMPE's 35 expert masks (1-15 per case, median 2; about 65% central > 500 mm^3, 25% "
+            "segmental 50-500 mm^3, 10% small < 50 mm^3); OUTPUT/calibration.png shows them beside FUMPE's. "
+            "Give --shape or --spacing alone to keep the default field of view "
             f"({DEFAULT_SHAPE[0]}x{DEFAULT_SHAPE[1]}x{DEFAULT_SHAPE[2]} at "
             f"{DEFAULT_SPACING[0]}x{DEFAULT_SPACING[1]}x{DEFAULT_SPACING[2]} mm)."
         ),

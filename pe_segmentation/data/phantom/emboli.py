@@ -3,18 +3,20 @@
 Distribution (the only one; every reported figure uses it), calibrated to the 35 expert masks of FUMPE
 (:mod:`.fumpe_figures`; 26-connected components):
 
-* emboli per case: drawn from FUMPE's per-patient counts of its positive patients (median 2, 1 to 15), or
-  uniformly in ``emboli_per_case`` when the settings give a range;
-* each embolus's volume: drawn from FUMPE's component volumes (log-space interpolation of their quantiles,
-  about 1 to 46,000 mm^3, median about 1,050 mm^3; about 65% over 500 mm^3, 25% 50-500 and 10% under 50), so
-  per-case burden (median about 6 mL) follows;
+* per case, one of FUMPE's 33 patients with emboli is drawn at random and his emboli are copied: their
+  number (median 2, 1 to 15) and each one's volume, scaled by a log-normal factor of its own (SD 0.35 in
+  log space, about +-40%) so that cases vary. Count, per-case burden (median about 6.5 mL, up to about
+  60 mL) and component volumes (about 1 to 46,000 mm^3, median about 1,050 mm^3; about 65% over 500 mm^3,
+  25% 50-500 and 10% under 50) then follow FUMPE together, as they do in its patients. When the settings
+  give an ``emboli_per_case`` range, the count is uniform in it and each volume is drawn from FUMPE's
+  component volumes (log-space interpolation of their quantiles);
 * location by size: a clot is put in an artery narrow enough for it to be at least about two diameters long
   (a 26 mL clot in the trunk or a main artery, a 1 mL clot in a lobar or segmental artery, a 20 mm^3 clot
   in a subsegmental one); larger emboli are placed first.
 
 Emboli of 500 mm^3 or more are casts: they fill the host artery from a point along it, both ways, and follow
-the tree into every child branch at the same distance, filling the lumen (occlusive, 40%) or its core with a
-rim of contrast around (a floating cast). Of the emboli over 8,000 mm^3 a share (40%, one per case) are
+the tree into every child branch at the same distance, filling the lumen (occlusive, 40%) or, in arteries
+4 mm or more in radius, its core with a rim of contrast around (a floating cast; it fills narrower ones). Of the emboli over 8,000 mm^3 a share (40%, one per case) are
 saddle emboli: the cast starts at the trunk's bifurcation and runs into both main arteries. A cast takes
 what the host subtree can hold, so its volume may fall short of the drawn one when that is full.
 
@@ -40,7 +42,10 @@ from scipy import ndimage
 
 from pe_segmentation.data.embolus_sizes import size_class
 from pe_segmentation.data.phantom.anatomy import HU_RANGES, Tissue
-from pe_segmentation.data.phantom.fumpe_figures import COMPONENT_VOLUME_QUANTILES_MM3, EMBOLI_PER_PATIENT
+from pe_segmentation.data.phantom.fumpe_figures import (
+    COMPONENT_VOLUME_QUANTILES_MM3,
+    COMPONENT_VOLUMES_MM3_PER_PATIENT,
+)
 from pe_segmentation.data.phantom.geometry import Box, Grid, perpendicular_unit
 from pe_segmentation.data.phantom.vessels import Branch, BranchRegion, branch_region
 
@@ -50,8 +55,11 @@ SADDLE_MIN_MM3 = 8000.0  # casts this large may be saddle emboli
 SADDLE_PROBABILITY = 0.4
 CAST_OCCLUSIVE_PROBABILITY = 0.4
 CAST_CORE_FILL = (0.55, 0.85)  # radius share of a floating cast's core (the rest is a rim of contrast)
+FLOATING_MIN_RADIUS_MM = 4.0  # a floating cast leaves a rim of contrast only in arteries at least this wide
+EDGE_SHARE = 0.4  # mean clot share of an unlabelled voxel touching a clot (see clot_edges)
 LABEL_HU_LEVELS = (0.5, 5.0, 25.0, 50.0, 75.0, 95.0, 99.5)  # percentiles recorded in EmbolusInfo.label_hu
-POSITIVE_COUNTS = tuple(c for c in EMBOLI_PER_PATIENT if c > 0)
+POSITIVE_PATIENTS = tuple(p for p in COMPONENT_VOLUMES_MM3_PER_PATIENT if p)
+VOLUME_JITTER = 0.35  # SD of the log of the factor each drawn patient's component volume is scaled by
 _LOG_VOLUME_QUANTILES = np.array(COMPONENT_VOLUME_QUANTILES_MM3, dtype=np.float64).T
 _LOG_VOLUME_QUANTILES[1] = np.log(_LOG_VOLUME_QUANTILES[1])
 _MIN_LENGTH_DIAMETERS = 2.0  # a clot is put in an artery where it is at least this many diameters long
@@ -129,11 +137,20 @@ class EmbolusInfo:
         return cls(**{k: v for k, v in fields.items() if k in names})
 
 
-def draw_count(rng: np.random.Generator, count_range: tuple[int, int] | None = None) -> int:
-    """Emboli in one case: one of FUMPE's positive patients' counts, or uniform in ``count_range``."""
+def draw_case_volumes(rng: np.random.Generator, count_range: tuple[int, int] | None = None) -> np.ndarray:
+    """Drawn volumes (mm^3) of one case's emboli, largest first.
+
+    By default a FUMPE patient with emboli is drawn at random and each of his components' volumes is scaled
+    by its own log-normal factor (:data:`VOLUME_JITTER` SD in log space): the count, the burden and the
+    component volumes then follow FUMPE together, as they do in its patients. With ``count_range`` the count
+    is uniform in it and each volume is drawn from FUMPE's component volumes (:func:`draw_volumes`).
+    """
     if count_range is None:
-        return int(POSITIVE_COUNTS[int(rng.integers(len(POSITIVE_COUNTS)))])
-    return int(rng.integers(count_range[0], count_range[1] + 1))
+        patient = np.asarray(POSITIVE_PATIENTS[int(rng.integers(len(POSITIVE_PATIENTS)))], dtype=np.float64)
+        volumes = patient * np.exp(rng.normal(0.0, VOLUME_JITTER, patient.size))
+    else:
+        volumes = draw_volumes(rng, int(rng.integers(count_range[0], count_range[1] + 1)))
+    return np.sort(volumes)[::-1]
 
 
 def draw_volumes(rng: np.random.Generator, count: int) -> np.ndarray:
@@ -274,7 +291,7 @@ class _Placer:
                 continue
             box = region.box
             free = region.inside & self.lumen[box] & ~self.blocked[box]
-            if fill < 1.0:
+            if fill < 1.0 and branch.radius >= FLOATING_MIN_RADIUS_MM:  # narrower arteries it occludes
                 free &= region.distance <= np.float32(max(fill * branch.radius, 0.9 * spacing))
             if branch is start:
                 along = np.abs(region.axial - np.float32(centre))
@@ -409,6 +426,27 @@ def with_label_hu(emboli: list[EmbolusInfo], values: np.ndarray, indices: np.nda
     return result
 
 
+def clot_edges(hu: np.ndarray, instances: np.ndarray, clot_hu: np.ndarray) -> None:
+    """Give the image each clot's sub-voxel edge, in place: the voxels around a clot are part clot.
+
+    The label holds the voxels whose centre lies in the clot, so the clot's surface lies between a labelled
+    voxel's centre and its unlabelled neighbour's: on average that neighbour is :data:`EDGE_SHARE` clot. Each
+    unlabelled voxel touching a clot (26-neighbours) is mixed with the clot's HU by that share; the
+    partial-volume blur then mixes labelled edge voxels with this edge rather than with the bare contrast or
+    lung beyond it. Work is done on each clot's bounding box.
+    """
+    for index, box in enumerate(ndimage.find_objects(instances), start=1):
+        if box is None:
+            continue
+        grown = tuple(
+            slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(box, instances.shape, strict=True)
+        )
+        own = instances[grown] == index
+        edge = ndimage.binary_dilation(own, structure=_NEIGHBOURS) & (instances[grown] == 0)
+        view = hu[grown]
+        view[edge] += np.float32(EDGE_SHARE) * (np.float32(clot_hu[index]) - view[edge])
+
+
 def place_emboli(
     grid: Grid,
     branches: list[Branch],
@@ -430,9 +468,8 @@ def place_emboli(
         drawn volume first).
     """
     placer = _Placer(grid, branches, lumen, rng)
-    count = draw_count(rng, count_range)
-    volumes = np.sort(draw_volumes(rng, count))[::-1]
-    hus = rng.uniform(*EMBOLUS_HU, size=count)
+    volumes = draw_case_volumes(rng, count_range)
+    hus = rng.uniform(*EMBOLUS_HU, size=volumes.size)
     emboli: list[EmbolusInfo] = []
     for target, hu in zip(volumes, hus, strict=True):
         info = placer.place(len(emboli) + 1, float(target), float(hu))

@@ -1,8 +1,9 @@
 """One synthetic CTPA phantom: settings, the generator and its result.
 
 :func:`generate_phantom` draws a chest (:mod:`.anatomy`), grows the pulmonary artery tree (:mod:`.vessels`),
-places emboli in it (:mod:`.emboli`), looks up per-case tissue HU, adds a smooth texture, blurs by a fraction
-of a voxel (partial volume) and adds Gaussian noise. Everything random comes from one generator in a fixed
+places emboli in it (:mod:`.emboli`), looks up per-case tissue HU, adds a smooth texture, gives each clot its
+sub-voxel edge (:func:`.emboli.clot_edges`), blurs by a fraction of a voxel (partial volume) and adds Gaussian
+noise. Everything random comes from one generator in a fixed
 order, so a seed gives the same arrays on every run.
 """
 
@@ -24,7 +25,7 @@ from pe_segmentation.data.phantom.anatomy import (
     texture_amplitudes,
     tissue_hu,
 )
-from pe_segmentation.data.phantom.emboli import EmbolusInfo, place_emboli, with_label_hu
+from pe_segmentation.data.phantom.emboli import EmbolusInfo, clot_edges, place_emboli, with_label_hu
 from pe_segmentation.data.phantom.geometry import Grid
 from pe_segmentation.data.phantom.vessels import Branch, build_tree, render_lumen
 from pe_segmentation.errors import ConfigError
@@ -280,6 +281,7 @@ def _hu_image(
     if emboli:
         clot_hu = np.array([0.0] + [e.hu for e in emboli], dtype=np.float32)
         hu[clot_voxels] = clot_hu[instances[clot_voxels]]
+        clot_edges(hu, instances, clot_hu)
     if settings.blur_sigma > 0:
         ndimage.gaussian_filter(hu, settings.blur_sigma, output=hu, truncate=3.0)
     if settings.noise_hu > 0:
