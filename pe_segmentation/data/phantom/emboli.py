@@ -27,9 +27,12 @@ smaller than one voxel is labelled as one voxel (``enlarged=True``; the summary 
 occlusive whose plug would be shorter than min(3 mm, the artery's diameter) is made partial. Emboli never
 touch each other (a one-voxel gap), so each is one 26-connected component of the label.
 
-Each clot draws its own attenuation in 30-80 HU. The labelled voxels of the image are darker or brighter at
-the clot's edge, where they are partly contrast or lung (see the generator's partial-volume rendering); the
-generator records their HU percentiles per embolus (``label_hu``).
+Each clot draws its own attenuation in 30-80 HU. In the image a clot has a sub-voxel edge (:func:`clot_edges`:
+its unlabelled neighbours are part clot), and the generator's partial-volume blur mixes the labelled voxels at
+its edge with contrast or lung: labelled voxels then hold about -190 to 160 HU (0.5th-99.5th percentiles at
+the default grid; median about 60, SD about 70) against the nnU-Net fingerprint's -195 to 305 (median 47, SD
+92), while the clot's own HU stays 30-80. The generator records each embolus's labelled-HU percentiles
+(``label_hu``). With ``blur_sigma=0`` labelled voxels hold the clot's HU alone.
 """
 
 from __future__ import annotations
@@ -301,8 +304,8 @@ class _Placer:
             local = np.nonzero(free)
             if local[0].size == 0:
                 continue
-            ijk = tuple(axis + s.start for axis, s in zip(local, box, strict=True))
-            flats.append(np.ravel_multi_index(ijk, self.grid.shape))
+            where = tuple(axis + s.start for axis, s in zip(local, box, strict=True))
+            flats.append(np.ravel_multi_index(where, self.grid.shape))
             scores.append(score[local])
             owners.append(np.full(local[0].size, branch.index, dtype=np.int32))
         if not flats:
@@ -426,24 +429,27 @@ def with_label_hu(emboli: list[EmbolusInfo], values: np.ndarray, indices: np.nda
     return result
 
 
-def clot_edges(hu: np.ndarray, instances: np.ndarray, clot_hu: np.ndarray) -> None:
+def clot_edges(
+    hu: np.ndarray, instances: np.ndarray, clot_hu: np.ndarray, clot_voxels: tuple[np.ndarray, ...]
+) -> None:
     """Give the image each clot's sub-voxel edge, in place: the voxels around a clot are part clot.
 
     The label holds the voxels whose centre lies in the clot, so the clot's surface lies between a labelled
     voxel's centre and its unlabelled neighbour's: on average that neighbour is :data:`EDGE_SHARE` clot. Each
     unlabelled voxel touching a clot (26-neighbours) is mixed with the clot's HU by that share; the
     partial-volume blur then mixes labelled edge voxels with this edge rather than with the bare contrast or
-    lung beyond it. Work is done on each clot's bounding box.
+    lung beyond it. Work is done on each clot's bounding box (``clot_voxels``: the indices of all clot voxels).
     """
-    for index, box in enumerate(ndimage.find_objects(instances), start=1):
-        if box is None:
-            continue
-        grown = tuple(
-            slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(box, instances.shape, strict=True)
-        )
-        own = instances[grown] == index
-        edge = ndimage.binary_dilation(own, structure=_NEIGHBOURS) & (instances[grown] == 0)
-        view = hu[grown]
+    ids = instances[clot_voxels]
+    points = np.stack(clot_voxels, axis=1)
+    for index in np.unique(ids):
+        own_points = points[ids == index]
+        low = np.maximum(own_points.min(axis=0) - 1, 0)
+        high = np.minimum(own_points.max(axis=0) + 2, instances.shape)
+        box = tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
+        own = instances[box] == index
+        edge = ndimage.binary_dilation(own, structure=_NEIGHBOURS) & (instances[box] == 0)
+        view = hu[box]
         view[edge] += np.float32(EDGE_SHARE) * (np.float32(clot_hu[index]) - view[edge])
 
 

@@ -281,7 +281,7 @@ def _hu_image(
     if emboli:
         clot_hu = np.array([0.0] + [e.hu for e in emboli], dtype=np.float32)
         hu[clot_voxels] = clot_hu[instances[clot_voxels]]
-        clot_edges(hu, instances, clot_hu)
+        clot_edges(hu, instances, clot_hu, clot_voxels)
     if settings.blur_sigma > 0:
         ndimage.gaussian_filter(hu, settings.blur_sigma, output=hu, truncate=3.0)
     if settings.noise_hu > 0:
