@@ -6,7 +6,11 @@ import os
 from collections.abc import Sequence
 
 from pe_segmentation.data.phantom import DatasetSummary, PhantomSettings, generate_dataset
+from pe_segmentation.data.phantom.calibration import compare_to_fumpe, draw_calibration
 from pe_segmentation.errors import ConfigError
+from pe_segmentation.visualization import pyplot, save_figure
+
+CALIBRATION_FIGURE = "calibration.png"  # the emboli against FUMPE's figures, beside the datalist
 
 
 def synth(
@@ -26,7 +30,8 @@ def synth(
     """Write ``cases`` synthetic CTPA phantoms with embolus labels and a datalist into ``output``.
 
     Args:
-        output: the dataset folder (created): ``images/``, ``labels/``, ``dicom/`` and ``datalist.json``.
+        output: the dataset folder (created): ``images/``, ``labels/``, ``dicom/``, ``datalist.json`` and
+            ``calibration.png`` (the emboli's count, burden, volume and labelled HU beside FUMPE's).
         cases: how many cases.
         seed: the dataset seed; case ``i`` derives from ``(seed, i)``, so a seed reproduces the set exactly.
         shape: voxels along i, j, k. Uniform profile: default the default field of view at ``spacing``.
@@ -71,7 +76,7 @@ def synth(
             noise_hu=15.0 if noise_hu is None else noise_hu,
             profile=profile,
         )
-    return generate_dataset(
+    summary = generate_dataset(
         output,
         cases,
         seed,
@@ -80,3 +85,6 @@ def synth(
         progress=progress,
         negative_fraction=negative_fraction,
     )
+    comparison = compare_to_fumpe([case.emboli for case in summary.cases])
+    save_figure(draw_calibration(pyplot(), comparison), summary.datalist.with_name(CALIBRATION_FIGURE))
+    return summary

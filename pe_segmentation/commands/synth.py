@@ -18,8 +18,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=(
             "Generate synthetic CT pulmonary angiography phantoms (HU, int16) with embolus labels and an "
             "MSD-style datalist.json: OUTPUT/images, OUTPUT/labels, OUTPUT/dicom (with --format dicom|both). "
-            "Emboli per case: 1-6, about a third each central (> 500 mm^3), segmental (50-500 mm^3) and small "
-            "(< 50 mm^3); --negative-fraction of the cases are normal scans without any. "
+            "Emboli follow FUMPE's 35 expert masks (1-15 per case, median 2; about 65% central > 500 mm^3, 25% "
+            "segmental 50-500 mm^3, 10% small < 50 mm^3); OUTPUT/calibration.png shows them beside FUMPE's; "
+            "--negative-fraction of the cases are normal scans without any. "
             "--profile clinical (default) draws per case a scanner (in-plane spacing 0.49-1.09 mm, slices "
             "0.5-5 mm over a 320-400 x 250-350 mm field; slice thickness, kernel, noise, trunk 150-600 HU and "
             "phase, dense SVC contrast with streaks, lower-lobe motion) and PE mimics labelled 0 (dark "

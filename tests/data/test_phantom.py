@@ -171,10 +171,15 @@ def test_hu_before_blur_and_noise_match_ctpa(clean_phantoms):
             assert np.all(values == round(info.hu))
         assert hu[emboli].min() >= 20
         assert hu[emboli].max() <= 90
-        lumen = hu[phantom.vessels & ~emboli]
+        # a clot's unlabelled neighbours are part clot (its sub-voxel edge): between clot and their tissue
+        near = ndimage.binary_dilation(emboli, structure=NEIGHBOURS_26) & ~emboli
+        edge = hu[near]
+        assert edge.min() >= 0.6 * -1000 + 0.4 * 20
+        assert edge.max() <= 500
+        lumen = hu[phantom.vessels & ~emboli & ~near]
         assert lumen.min() >= 250
         assert lumen.max() <= 500
-        lung = hu[tissues == Tissue.LUNG]
+        lung = hu[(tissues == Tissue.LUNG) & ~near]
         assert abs(lung.mean() + 850) < 15
         assert lung.min() > -950
         assert lung.max() < -750
@@ -214,25 +219,18 @@ def test_hu_with_blur_and_noise_keep_clot_artery_and_lung_values():
 # -- size distribution --------------------------------------------------------------------------------------
 
 
-def test_size_distribution_over_thirty_cases(fine_cases):
-    voxel = float(np.prod(FINE.spacing))
-    classes, per_case = [], []
-    for phantom in fine_cases:
-        components, count = ndimage.label(phantom.label.array == 1, structure=NEIGHBOURS_26)
-        volumes = np.bincount(components.ravel())[1:] * voxel
-        per_case.append(count)
-        classes.extend(_classify(v) for v in volumes)
-    assert min(per_case) >= 1
-    assert max(per_case) <= 6
-    assert len(set(per_case)) >= 4  # counts really vary over 1..6
-    fractions = {c: classes.count(c) / len(classes) for c in ("central", "segmental", "small")}
-    for size, fraction in fractions.items():
-        assert 0.25 <= fraction <= 0.42, (size, fractions)
+def test_emboli_per_case_range_draws_uniformly_in_it(fine_cases):
+    """An explicit ``emboli_per_case`` range still bounds the count (FUMPE's draw is the default: see
+    test_phantom_clots.py for the distribution)."""
+    settings = PhantomSettings(shape=(64, 64, 48), spacing=(5.6, 5.6, 6.6), emboli_per_case=(2, 3))
+    counts = [len(generate_phantom(settings, case_seed(4, i)).emboli) for i in range(6)]
+    assert all(1 <= c <= 3 for c in counts)
+    assert max(len(p.emboli) for p in fine_cases) > 0
 
 
 def test_small_emboli_on_a_coarse_grid_cover_at_least_one_voxel():
     voxel = float(np.prod(SMALL.spacing))  # 207 mm^3: a small clot cannot be labelled below 50 mm^3
-    emboli = [e for seed in range(6) for e in generate_phantom(SMALL, case_seed(0, seed)).emboli]
+    emboli = [e for seed in range(20) for e in generate_phantom(SMALL, case_seed(0, seed)).emboli]
     assert all(e.voxels >= 1 and e.volume_mm3 == pytest.approx(e.voxels * voxel) for e in emboli)
     small_targets = [e for e in emboli if e.target_volume_mm3 < 50]
     assert small_targets

@@ -12,8 +12,10 @@ with streaks, lower-lobe motion; :mod:`.scanner`) and PE mimics labelled 0 (dark
 artefacts, hilar lymph nodes, mucus-filled bronchi; :mod:`.mimics`). Normal scans without emboli come from
 ``generate_dataset(..., negative_fraction=...)``.
 
-Emboli follow one stated distribution (1-6 per case; about a third each central/lobar > 500 mm^3, segmental
-50-500 mm^3, small < 50 mm^3; details in :mod:`pe_segmentation.data.phantom.emboli`). Labels: 0 background,
+Emboli follow FUMPE's 35 expert masks (:mod:`.fumpe_figures`): per case the emboli of one of its patients with
+volumes jittered (1-15 per case, median 2; about 65% central/lobar > 500 mm^3, 25% segmental 50-500 mm^3, 10%
+small < 50 mm^3), large ones as casts along the branches, some saddle emboli (details in
+:mod:`pe_segmentation.data.phantom.emboli`; the realised figures beside FUMPE's: :mod:`.calibration`). Labels: 0 background,
 1 embolus, optionally 2 patent artery. Everything is in millimetres, so anatomy and volumes do not depend on the
 voxel size, and a seed reproduces a case exactly.
 

@@ -34,7 +34,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pe_segmentation.data.embolus_sizes import CLASS_DEFINITIONS, SIZE_CLASSES
-from pe_segmentation.data.phantom.emboli import TARGET_MM3, EmbolusInfo
+from pe_segmentation.data.phantom.calibration import compare_to_fumpe, format_calibration
+from pe_segmentation.data.phantom.emboli import EmbolusInfo
 from pe_segmentation.data.phantom.generator import (
     LABEL_NAMES,
     LABEL_VESSEL,
@@ -172,7 +173,6 @@ def summarize_emboli(per_case: Sequence[Sequence[EmbolusInfo]], settings: Phanto
         volumes = sorted(e.volume_mm3 for e in emboli if e.size_class == size)
         classes[size] = {
             "definition": CLASS_DEFINITIONS[size],
-            "drawn_mm3": list(TARGET_MM3[size]),
             "count": len(volumes),
             "fraction": round(len(volumes) / len(emboli), 4) if emboli else 0.0,
             "median_mm3": round(statistics.median(volumes), 1) if volumes else None,
@@ -183,7 +183,7 @@ def summarize_emboli(per_case: Sequence[Sequence[EmbolusInfo]], settings: Phanto
         "cases": len(per_case),
         "emboli": len(emboli),
         "per_case": {
-            "allowed": list(settings.emboli_per_case),
+            "allowed": list(settings.emboli_per_case) if settings.emboli_per_case else "FUMPE",
             "min": min(counts, default=0),
             "max": max(counts, default=0),
             "mean": round(len(emboli) / len(per_case), 2) if per_case else 0.0,
@@ -206,8 +206,7 @@ def format_summary(summary: DatasetSummary) -> str:
         f"Wrote {stats['cases']} synthetic CTPA phantom(s) to {summary.output_dir} in {summary.seconds:.1f} s "
         f"(seed {summary.seed}; {_grid_text(summary)}; {' + '.join(summary.formats)})",
         f"Emboli: {stats['emboli']} ({per_case['min']}-{per_case['max']} per case, mean {per_case['mean']:.1f}; "
-        f"drawn {per_case['allowed'][0]}-{per_case['allowed'][1]}), {stats['occlusive']} occlusive, "
-        f"{stats['partial']} partial",
+        f"drawn {_drawn(per_case['allowed'])}), {stats['occlusive']} occlusive, {stats['partial']} partial",
         f"  {'class':<10} {'definition':<12} {'count':>5} {'share':>6} {'median mm^3':>12} {'range mm^3':>16}",
     ]
     for size, row in stats["classes"].items():
@@ -236,6 +235,7 @@ def format_summary(summary: DatasetSummary) -> str:
     if settings.profile == "clinical":
         shown = ", ".join(f"{kind.replace('_', ' ')} {count}" for kind, count in stats["mimics"].items())
         lines.append(f"Cases with PE mimics (label 0): {shown}")
+    lines.append(format_calibration(compare_to_fumpe([case.emboli for case in summary.cases])))
     lines.append(f"Datalist: {summary.datalist}")
     return "\n".join(lines)
 
@@ -252,6 +252,10 @@ def _grid_text(summary: DatasetSummary) -> str:
         f"clinical profile, grids drawn per case: in-plane {min(inplane):g}-{max(inplane):g} mm, "
         f"slices {min(slices):g}-{max(slices):g} mm"
     )
+
+
+def _drawn(allowed: list[int] | str) -> str:
+    return f"{allowed[0]}-{allowed[1]}" if isinstance(allowed, list) else "as FUMPE's patients"
 
 
 def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
@@ -333,8 +337,10 @@ def _datalist(summary: DatasetSummary) -> dict:
         "name": DATASET_NAME,
         "description": (
             "Synthetic CT pulmonary angiography phantoms made by pe-seg: chest with contrast-filled pulmonary "
-            "artery tree and emboli as low-attenuation filling defects (1-6 per case; about a third each "
-            "central > 500 mm^3, segmental 50-500 mm^3, small < 50 mm^3). Not patient data."
+            "artery tree and emboli as low-attenuation filling defects whose count, volumes and "
+            "burden per case follow FUMPE's 35 expert masks (1-15 per case, median 2; about 65% central > 500 "
+            "mm^3, 25% segmental 50-500 mm^3, 10% small < 50 mm^3; large ones are casts along the branches, some "
+            "saddle emboli). Not patient data."
             + (
                 " Clinical profile: each case draws its scanner (grid, slice thickness, kernel, noise, contrast "
                 "timing, SVC streaks, motion) and PE mimics (label 0); see each entry's scanner and mimics."

@@ -1,8 +1,9 @@
 """One synthetic CTPA phantom: settings, the generator and its result.
 
 :func:`generate_phantom` draws a chest (:mod:`.anatomy`), grows the pulmonary artery tree (:mod:`.vessels`),
-places emboli in it (:mod:`.emboli`), looks up per-case tissue HU, adds a smooth texture, blurs by a fraction
-of a voxel (partial volume) and adds Gaussian noise. Everything random comes from one generator in a fixed
+places emboli in it (:mod:`.emboli`), looks up per-case tissue HU, adds a smooth texture, gives each clot its
+sub-voxel edge (:func:`.emboli.clot_edges`), blurs by a fraction of a voxel (partial volume) and adds Gaussian
+noise. Everything random comes from one generator in a fixed
 order, so a seed gives the same arrays on every run.
 """
 
@@ -24,7 +25,7 @@ from pe_segmentation.data.phantom.anatomy import (
     texture_amplitudes,
     tissue_hu,
 )
-from pe_segmentation.data.phantom.emboli import EmbolusInfo, place_emboli
+from pe_segmentation.data.phantom.emboli import EmbolusInfo, clot_edges, place_emboli, with_label_hu
 from pe_segmentation.data.phantom.geometry import Grid
 from pe_segmentation.data.phantom.mimics import MimicInfo, paint_mimics
 from pe_segmentation.data.phantom.scanner import (
@@ -74,7 +75,8 @@ class PhantomSettings:
         noise_hu: standard deviation of the added Gaussian noise (HU); 0 gives a noise-free image.
         blur_sigma: Gaussian partial-volume blur in voxels; 0 keeps the hard-edged tissue values.
         vessel_label: label patent pulmonary artery lumen as 2 (emboli stay 1).
-        emboli_per_case: inclusive range of the number of emboli per case.
+        emboli_per_case: inclusive range of the number of emboli per case, drawn uniformly in it; ``None``
+            (the default) draws it from FUMPE's per-patient counts (1-15, median 2; see :mod:`.emboli`).
         profile: ``"uniform"`` (default): the fixed grid above and one look (``noise_hu``, ``blur_sigma``).
             ``"clinical"``: every case draws its scanner (grid, slice thickness, kernel, noise, contrast
             timing, SVC streaks, motion; :mod:`.scanner`), pulmonary veins and PE mimics (:mod:`.mimics`).
@@ -89,7 +91,7 @@ class PhantomSettings:
     noise_hu: float = 15.0
     blur_sigma: float = 0.6
     vessel_label: bool = False
-    emboli_per_case: tuple[int, int] = (1, 6)
+    emboli_per_case: tuple[int, int] | None = None
     profile: str = "uniform"
 
     def __post_init__(self) -> None:
@@ -102,9 +104,10 @@ class PhantomSettings:
             object.__setattr__(
                 self, "spacing", self._triple("spacing", self.spacing or DEFAULT_SPACING, float)
             )
-        if not isinstance(self.emboli_per_case, (list, tuple)):
+        if self.emboli_per_case is not None and not isinstance(self.emboli_per_case, (list, tuple)):
             raise ConfigError(f"phantom emboli_per_case must be [low, high], got {self.emboli_per_case!r}")
-        object.__setattr__(self, "emboli_per_case", tuple(self.emboli_per_case))
+        if self.emboli_per_case is not None:
+            object.__setattr__(self, "emboli_per_case", tuple(self.emboli_per_case))
         if self.shape is not None and any(n < MIN_SHAPE or n > MAX_SHAPE for n in self.shape):
             raise ConfigError(
                 f"phantom shape {_fmt(self.shape)} is out of range: each axis needs {MIN_SHAPE} to {MAX_SHAPE} voxels"
@@ -121,7 +124,7 @@ class PhantomSettings:
         if not isinstance(self.vessel_label, bool):
             raise ConfigError(f"phantom vessel_label must be true or false, got {self.vessel_label!r}")
         per_case = self.emboli_per_case
-        if not (
+        if per_case is not None and not (
             len(per_case) == 2
             and all(isinstance(v, int) and not isinstance(v, bool) for v in per_case)
             and 1 <= per_case[0] <= per_case[1] <= 50
@@ -321,6 +324,7 @@ def generate_phantom(
         mimics = paint_mimics(tissues, vessels, instances, grid, chest, branches, scanner, rng)
         acquisition = Acquisition(scanner, svc, diaphragm_top_mm(chest), mimics.hu)
     hu = _hu_image(tissues, instances, clot_voxels, emboli, grid, settings, rng, acquisition)
+    emboli = with_label_hu(emboli, hu[clot_voxels], instances[clot_voxels])
     affine = grid.affine()
     image = Volume(hu, affine, {"source": "pe-seg synthetic CTPA phantom"})
     label = _label(instances, vessels, settings.vessel_label)
@@ -367,6 +371,7 @@ def _hu_image(
     if emboli:
         clot_hu = np.array([0.0] + [e.hu for e in emboli], dtype=np.float32)
         hu[clot_voxels] = clot_hu[instances[clot_voxels]]
+        clot_edges(hu, instances, clot_hu, clot_voxels)
     if acquisition is not None:
         acquisition.acquire(hu, tissues, grid, rng)
     elif settings.blur_sigma > 0:
