@@ -39,15 +39,16 @@ def clinical_cases():
 
 
 def test_uniform_profile_is_unchanged():
-    # today's output (before the clinical profile existed), seed 7: the default 256x256x200 grid and a 64x64x48 one
+    # the uniform profile's output, seed 7, as of the FUMPE-calibrated emboli (issue 16), for the default
+    # 256x256x200 grid and a 64x64x48 one: the clinical profile's code paths (scanner, mimics) must not change it
     expected = {
         (256, 256, 200): (
-            "4c45ea1692b071780a269916c36d13b4460c7660c4ad5b588b08b842161393c7",
-            "8fbeacc2f2f59d342554ad0b8b97b987797a877adb1f2bb284439b6df5d86fc3",
+            "67476b44fb42dfbf87c5bc5fc669f182206d893124f18d1c559193310a0ed67d",
+            "9bccf58abaa556445241ddefd7194ad18105a63fab969f1988d191e6de0f0cd3",
         ),
         (64, 64, 48): (
-            "0238f5797171b4cd26a68bc1ea1d050b7d6534f7a0e7c99a430b96422155f199",
-            "7d4106516a592d8f9e39b623eb6d246d24c112a3662e454ca5f1e9b36b0454f2",
+            "9005895a00565336b183695b83a5712624b504f45ec48c2dc27521255f95e862",
+            "e2b3cfd3c56d2ab1170b852b0cce637cffbd7a15acc0a23d51f433da91e9a733",
         ),
     }
     for settings in (PhantomSettings(), PhantomSettings.for_field((64, 64, 48))):
