@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def readme_commands() -> list[str]:
     """Commands of the README's first code block, comments stripped."""
-    block = re.search(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    block = re.search(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
     assert block, "README.md has no bash code block"
     return [line.split("#")[0].strip() for line in block.group(1).splitlines() if line.split("#")[0].strip()]
 
@@ -38,7 +38,8 @@ def test_demo_runs_synthesis_training_inference_and_evaluation(tmp_path):
         ["bash", "scripts/demo.sh", str(out)],
         cwd=ROOT,
         capture_output=True,
-        text=True,
+        encoding="utf-8",  # progress bars draw with Unicode blocks, whatever the locale
+        errors="replace",
         check=False,
         timeout=900,
         env={**os.environ, "DEMO_EPOCHS": "1"},

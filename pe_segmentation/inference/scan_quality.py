@@ -56,7 +56,7 @@ CONTRAST_PASS_HU = 250.0
 CONTRAST_WARN_HU = 200.0
 # contrast: the level searched, as shares of the lungs' height from their base: the pulmonary trunk and main
 # arteries lie at about 50-70%; the band also takes the right ventricle's outflow below and the arch above.
-TRUNK_LEVEL_FRACTIONS = (0.3, 0.85)
+TRUNK_LEVEL_FRACTIONS = (0.2, 0.85)
 # contrast: histogram bins (HU) over enhanced blood; the histogram is smoothed by CONTRAST_SMOOTH_BINS.
 CONTRAST_BINS_HU = (100.0, 1500.0, 5.0)
 CONTRAST_SMOOTH_BINS = 3.0

@@ -178,3 +178,16 @@ def test_lungs_cut_at_the_apex_warn(phantom: Phantom):
     assert lungs.verdict == "warn"
     assert "apex" in lungs.reason
     assert "base" not in lungs.reason
+
+
+def test_a_saddle_cast_filling_the_trunk_still_shows_the_contrast():
+    # seed 4242 at the demo's grid draws a saddle cast that fills most of the pulmonary artery lumen; the
+    # opacified right ventricle still shows the scan's contrast (with the trunk's level alone it read 178 HU)
+    phantom = generate_phantom(PhantomSettings.for_field(shape=(160, 160, 128)), rng=4242)
+    assert any(embolus.saddle for embolus in phantom.emboli)
+    lumen = phantom.image.array[phantom.tissues == Tissue.PULMONARY_ARTERY]
+    assert np.median(lumen) < 100  # most of the lumen is clot
+    contrast = assess_scan(phantom.image).check("contrast")
+    assert contrast.verdict == "pass"
+    assert contrast.value is not None
+    assert contrast.value >= 290
