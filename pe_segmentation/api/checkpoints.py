@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from pe_segmentation.config import Config, replace_section
+from pe_segmentation.config import replace_section
 from pe_segmentation.errors import CheckpointError, ConfigError, OutputError
-from pe_segmentation.runtime import load_checkpoint, save_checkpoint
+from pe_segmentation.runtime import load_checkpoint, save_checkpoint, saved_config
 
 #: The ``source`` of the checkpoint's ``spacing`` entry when it was recorded by hand.
 SET_BY_HAND = "set by hand (pe-seg checkpoint set-spacing)"
@@ -46,15 +46,7 @@ def set_checkpoint_spacing(
     if target.exists():
         raise OutputError(f"{target}: already exists; give a new file for the checkpoint with its spacing")
     data = load_checkpoint(source)
-    saved = data.get("config")
-    if not isinstance(saved, Mapping):
-        raise CheckpointError(
-            f"{source}: holds no training config (a bare state dict?), so no spacing to set"
-        )
-    try:
-        config = Config.from_dict(saved)
-    except ConfigError as err:
-        raise CheckpointError(f"{source}: its saved config is not valid here ({err})") from None
+    config = saved_config(data, source, "so no spacing to set")
     recorded = config.preprocessing.spacing or (None, None, None)
     if any(old is not None and not math.isclose(old, new) for old, new in zip(recorded, mm, strict=True)):
         raise CheckpointError(

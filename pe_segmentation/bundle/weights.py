@@ -4,13 +4,12 @@ the resolved config they were trained with, made portable (no machine-specific p
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
 
 from pe_segmentation.config import Config, OutputConfig, config_to_yaml, replace_section
-from pe_segmentation.errors import CheckpointError, ConfigError
+from pe_segmentation.errors import CheckpointError
 from pe_segmentation.io.atomic import atomic_write_text
-from pe_segmentation.runtime import load_checkpoint, save_checkpoint
+from pe_segmentation.runtime import load_checkpoint, save_checkpoint, saved_config
 
 
 def portable_config(config: Config) -> Config:
@@ -46,17 +45,7 @@ def export_weights(
             ``config`` names another network.
     """
     source = load_checkpoint(checkpoint)
-    saved = source.get("config")
-    if not isinstance(saved, Mapping):
-        raise CheckpointError(
-            f"{checkpoint}: holds no training config; a bundle needs the config of its weights"
-        )
-    try:
-        trained = Config.from_dict(saved)
-    except ConfigError as err:
-        raise CheckpointError(
-            f"{checkpoint}: its config is not valid with this pe-seg version ({err})"
-        ) from None
+    trained = saved_config(source, checkpoint, "a bundle needs the config of its weights")
     if config is not None and config.model != trained.model:
         raise CheckpointError(f"{checkpoint}: holds a {trained.model.name} network other than the config's")
     spacing = trained.preprocessing.fixed_spacing

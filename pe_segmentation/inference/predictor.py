@@ -60,7 +60,7 @@ from pe_segmentation.io.loader import load_volume
 from pe_segmentation.io.volume import Volume
 from pe_segmentation.networks import build_network
 from pe_segmentation.runtime.allocator import keep_freed_memory
-from pe_segmentation.runtime.checkpoint import load_checkpoint, load_model_weights
+from pe_segmentation.runtime.checkpoint import load_checkpoint, load_model_weights, saved_config
 from pe_segmentation.runtime.devices import inference_device, inference_precision, stitch_device
 from pe_segmentation.runtime.inferer import AutocastInferer, build_inferer, count_windows
 from pe_segmentation.runtime.memory_format import channels_last_format, to_memory_format
@@ -249,16 +249,11 @@ class Predictor:
         """
         path = Path(path)
         checkpoint = load_checkpoint(path)
-        saved = checkpoint.get("config")
-        if not isinstance(saved, dict):
-            raise CheckpointError(
-                f"{path}: holds no training config (a bare state dict?); inference needs the preprocessing "
-                "and network settings that pe-seg saves in its checkpoints"
-            )
-        try:
-            config = Config.from_dict(saved)
-        except ConfigError as err:
-            raise CheckpointError(f"{path}: its saved config is not valid here ({err})") from None
+        config = saved_config(
+            checkpoint,
+            path,
+            "inference needs the preprocessing and network settings pe-seg saves in its checkpoints",
+        )
         if config.preprocessing.fixed_spacing is None:
             raise CheckpointError(_no_spacing_message(path))
         network = build_network(config.model.name, **config.model.params)

@@ -19,6 +19,7 @@ from pe_segmentation.runtime.checkpoint import (
     load_checkpoint,
     load_model_weights,
     save_checkpoint,
+    saved_config,
 )
 from pe_segmentation.runtime.devices import (
     inference_device,
@@ -50,6 +51,7 @@ __all__ = [
     "load_model_weights",
     "resolve_precision",
     "save_checkpoint",
+    "saved_config",
     "select_device",
     "stitch_device",
     "to_memory_format",

@@ -42,7 +42,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from pe_segmentation.errors import CheckpointError
+from pe_segmentation.config import Config
+from pe_segmentation.errors import CheckpointError, ConfigError
 from pe_segmentation.io.atomic import atomic_output
 from pe_segmentation.versions import package_versions as _package_versions
 
@@ -219,6 +220,26 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     raise CheckpointError(
         f"{path}: not a pe-seg checkpoint (found {type(data).__name__} without model weights)"
     )
+
+
+def saved_config(checkpoint: Mapping[str, Any], path: str | os.PathLike[str], needed_for: str) -> Config:
+    """The training config a pe-seg checkpoint carries, read through the schema.
+
+    Args:
+        checkpoint: the loaded checkpoint (:func:`load_checkpoint`).
+        path: its file, for the messages.
+        needed_for: what the caller needs the config for, said when there is none.
+
+    Raises:
+        CheckpointError: no config in it (a bare state dict?), or one this pe-seg version cannot read.
+    """
+    data = checkpoint.get("config")
+    if not isinstance(data, Mapping):
+        raise CheckpointError(f"{path}: holds no training config (a bare state dict?); {needed_for}")
+    try:
+        return Config.from_dict(data)
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: its config is not valid with this pe-seg version ({err})") from None
 
 
 def _model_name(checkpoint: Mapping[str, Any]) -> str | None:

@@ -19,11 +19,12 @@ import torch
 from monai.engines import SupervisedTrainer
 
 from pe_segmentation.config import Config
-from pe_segmentation.errors import CheckpointError, ConfigError
+from pe_segmentation.errors import CheckpointError
 from pe_segmentation.runtime.checkpoint import (
     find_resume_checkpoint,
     load_checkpoint,
     run_dir_of_checkpoint,
+    saved_config,
     set_rng_state,
 )
 from pe_segmentation.runtime.distributed import DistributedContext
@@ -37,13 +38,7 @@ log = logging.getLogger("pe_segmentation.training")
 def resume_config(run_dir_or_checkpoint: str | os.PathLike[str]) -> Config:
     """The config a run was started with (from its resume checkpoint), e.g. to resume without a config file."""
     path = find_resume_checkpoint(run_dir_or_checkpoint)
-    data = load_checkpoint(path).get("config")
-    if not isinstance(data, Mapping):
-        raise CheckpointError(f"{path}: holds no run config")
-    try:
-        return Config.from_dict(data)
-    except ConfigError as err:
-        raise CheckpointError(f"{path}: its config is not valid with this pe-seg version ({err})") from None
+    return saved_config(load_checkpoint(path), path, "a run resumes with the config it was started with")
 
 
 def _config_differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
