@@ -111,28 +111,29 @@ def _prediction(folder: Path) -> tuple[np.ndarray, np.ndarray, dict]:
     return probability, np.asarray(mask.dataobj), {**report, "affine": mask.affine.tolist()}
 
 
+def _plain_probability(image: Path, output: Path, *flags: str) -> np.ndarray:
+    """The probability map of ``pe-seg infer`` with the bundle's checkpoint (not its settings) on ``image``."""
+    checkpoint = str(BUNDLE / "models" / "model.pt")
+    args = [
+        "infer",
+        "--checkpoint",
+        checkpoint,
+        "--input",
+        str(image),
+        "--output",
+        str(output),
+        "--device",
+        "cpu",
+    ]
+    assert pe_seg([*args, "--save-probability", *flags]) == 0
+    return _prediction(output / image.name.removesuffix(".nii.gz"))[0]
+
+
 def test_inference_workflow_writes_what_pe_seg_infer_writes(phantoms, tmp_path):
     image = phantoms / "images" / "phantom_001.nii.gz"
     # the plain CLI with the bundle's checkpoint first: its probability map gives a threshold that leaves a few
     # clots whatever the weights (briefly trained demo weights may find none at 0.5)
-    assert (
-        pe_seg(
-            [
-                "infer",
-                "--checkpoint",
-                str(BUNDLE / "models" / "model.pt"),
-                "--input",
-                str(image),
-                "--output",
-                str(tmp_path / "plain"),
-                "--device",
-                "cpu",
-                "--save-probability",
-            ]
-        )
-        == 0
-    )
-    plain_probability = _prediction(tmp_path / "plain" / "phantom_001")[0]
+    plain_probability = _plain_probability(image, tmp_path / "plain")
     threshold = float(np.quantile(plain_probability, 0.999))
     assert 0.0 < threshold < 1.0
 
@@ -181,26 +182,9 @@ def test_inference_workflow_writes_what_pe_seg_infer_writes(phantoms, tmp_path):
     assert probability.max() > probability.min()  # a real prediction, not a constant map
     # the plain checkpoint at the same threshold gives the same map (candidates dropped outside the territory
     # are zero in it, so the map depends on the threshold)
-    assert (
-        pe_seg(
-            [
-                "infer",
-                "--checkpoint",
-                str(BUNDLE / "models" / "model.pt"),
-                "--input",
-                str(image),
-                "--output",
-                str(tmp_path / "plain_at"),
-                "--device",
-                "cpu",
-                "--save-probability",
-                "--threshold",
-                repr(threshold),
-            ]
-        )
-        == 0
+    assert np.array_equal(
+        probability, _plain_probability(image, tmp_path / "plain_at", "--threshold", repr(threshold))
     )
-    assert np.array_equal(probability, _prediction(tmp_path / "plain_at" / "phantom_001")[0])
     assert mask.sum() > 0
     assert report["totals"]["clot_count"] == len(report["clots"]) > 0
     assert np.array_equal(mask, probability >= threshold)
