@@ -312,8 +312,11 @@ def _add_preview(
 
 
 def _preview_title(case: str, totals: Mapping[str, Any], quality: ScanQuality | None) -> str:
-    """The preview's title: the clots, and the scan's quality on a second line (flagged when it fails)."""
+    """The preview's title: the clots, and on a second line the scan's quality verdict with the checks that
+    did not pass."""
     title = f"{case}: {totals['clot_count']} clot(s), {totals['clot_burden_ml']:.2f} mL"
     if quality is None:
         return title
-    return f"{title}\n{quality.summary_line()}"
+    # the checks' names only: a panel is three inches wide, the reasons are in the report and on the console
+    flagged = [check.name for check in quality.checks if check.verdict != "pass"]
+    return f"{title}\nscan QC: {quality.verdict.upper()}" + (f" ({', '.join(flagged)})" if flagged else "")
