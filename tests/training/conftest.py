@@ -33,10 +33,21 @@ def write_toy_cases(folder: Path, cases: int = 6, size: int = 24, seed: int = 0)
         box = tuple(slice(s, s + int(e)) for s, e in zip(start, extent, strict=True))
         label[box] = 1
         image[box] += 360.0
-        name = f"toy_{index:02d}"
-        nib.save(nib.Nifti1Image(image, affine), folder / f"{name}.nii.gz")
-        nib.save(nib.Nifti1Image(label, affine), folder / f"{name}_seg.nii.gz")
-        entries.append({"case": name, "image": f"{name}.nii.gz", "label": f"{name}_seg.nii.gz"})
+        entries.append(save_case(folder, f"toy_{index:02d}", image, label, affine))
+    return write_datalist(folder, entries)
+
+
+def save_case(
+    folder: Path, name: str, image: np.ndarray, label: np.ndarray, affine: np.ndarray
+) -> dict[str, str]:
+    """Write ``name.nii.gz`` and ``name_seg.nii.gz`` into ``folder``; their datalist entry."""
+    nib.save(nib.Nifti1Image(image, affine), folder / f"{name}.nii.gz")
+    nib.save(nib.Nifti1Image(label, affine), folder / f"{name}_seg.nii.gz")
+    return {"case": name, "image": f"{name}.nii.gz", "label": f"{name}_seg.nii.gz"}
+
+
+def write_datalist(folder: Path, entries: list[dict[str, str]]) -> Path:
+    """``folder/datalist.json`` with ``entries`` as its training cases."""
     datalist = folder / "datalist.json"
     datalist.write_text(json.dumps({"training": entries}), encoding="utf-8")
     return datalist

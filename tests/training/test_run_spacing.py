@@ -7,7 +7,6 @@ import json
 import logging
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 
@@ -15,6 +14,7 @@ from pe_segmentation.config import load_config
 from pe_segmentation.runtime import load_checkpoint
 from pe_segmentation.training import run_training
 from pe_segmentation.training.run_spacing import run_spacing
+from training.conftest import save_case, write_datalist
 
 #: Case -> (affine, its spacing along R, A, S worked out by hand). ``permuted`` stores its voxels along
 #: S, R (flipped), A: its 3.5 mm axis is S after reorientation.
@@ -40,12 +40,8 @@ def _write_cases(folder: Path, size: int = 20) -> Path:
         label = np.zeros((size, size, size), dtype=np.uint8)
         label[6:12, 5:13, 7:12] = 1
         image[label > 0] += 360.0
-        nib.save(nib.Nifti1Image(image, affine), folder / f"{name}.nii.gz")
-        nib.save(nib.Nifti1Image(label, affine), folder / f"{name}_seg.nii.gz")
-        entries.append({"case": name, "image": f"{name}.nii.gz", "label": f"{name}_seg.nii.gz"})
-    datalist = folder / "datalist.json"
-    datalist.write_text(json.dumps({"training": entries}), encoding="utf-8")
-    return datalist
+        entries.append(save_case(folder, name, image, label, affine))
+    return write_datalist(folder, entries)
 
 
 def test_null_spacing_trains_at_the_training_cases_median(tmp_path, toy_config_factory, caplog):
