@@ -30,6 +30,13 @@ from scipy.spatial import ConvexHull, QhullError
 
 from pe_segmentation.io.volume import Volume
 
+# Blood pools are found on the coarse copy smoothed by a Gaussian of this SD (mm): 20-45 HU of noise per voxel
+# otherwise breaks a weakly enhanced pool (200-300 HU) apart at OPACIFIED_MIN_HU and flattens its histogram peak
+# (the scan quality's contrast check). Measured on 80 clinical-profile phantoms (seeds 0, 1000, 2000, 2-2.7 mm
+# voxels) against each one's drawn trunk HU: the contrast verdict agreed on 66 of 80 unsmoothed, 68 at 1 mm,
+# 71 at 1.5 mm, and 71 at 0.7 voxels but with small pools of 3.75 mm grids read 60 HU low. Body, lungs and bone
+# keep the unsmoothed copy, whose edges are sharper.
+COARSE_SMOOTH_MM = 1.5
 # Patient vs outside air: soft tissue and fat are above -200 HU, air -1000; halfway, as body masks usually do.
 BODY_MIN_HU = -500.0
 # Lung air: aerated lung is -950 to -600 HU, soft tissue above -200 HU; -400 HU is a common lung/soft-tissue
@@ -75,7 +82,7 @@ class ChestRegions:
     Attributes:
         stride: the subsampling step ``(s0, s1, s2)`` along the array axes.
         spacing_mm: coarse voxel size along the array axes.
-        hu: coarse HU (float32).
+        hu: coarse HU (float32), smoothed by :data:`COARSE_SMOOTH_VOXELS` (what blood pools are read from).
         body: the patient with its in-plane holes filled (not the outside air, not a separate table).
         lungs: lung air inside the body (empty when there are no lungs).
         mediastinum: per slice, the convex hull of the lungs less the lungs and their inner vessels.
@@ -223,29 +230,34 @@ def chest_regions(volume: Volume, target_spacing_mm: float = TARGET_SPACING_MM) 
     s0, s1, s2 = (int(s) for s in stride)
     coarse_spacing = (float(spacing[0] * s0), float(spacing[1] * s1), float(spacing[2] * s2))
     hu = np.asarray(volume.array[::s0, ::s1, ::s2], dtype=np.float32)
+    smooth_hu = ndimage.gaussian_filter(hu, [COARSE_SMOOTH_MM / c for c in coarse_spacing], mode="nearest")
     axes, signs = patient_axes(volume.affine)
     canonical_spacing = tuple(coarse_spacing[a] for a in axes)
-    masks = _canonical_regions(to_canonical(hu, axes, signs), canonical_spacing)
+    masks = _canonical_regions(
+        to_canonical(hu, axes, signs), to_canonical(smooth_hu, axes, signs), canonical_spacing
+    )
     back = {name: from_canonical(mask, axes, signs) for name, mask in masks.items()}
     return ChestRegions(
         stride=(s0, s1, s2),
         spacing_mm=coarse_spacing,
-        hu=hu,
+        hu=smooth_hu,
         axes=axes,
         signs=signs,
         **back,
     )
 
 
-def _canonical_regions(hu: np.ndarray, spacing: tuple[float, ...]) -> dict[str, np.ndarray]:
-    """All masks on the canonical coarse grid (left, posterior, superior)."""
+def _canonical_regions(
+    hu: np.ndarray, smooth_hu: np.ndarray, spacing: tuple[float, ...]
+) -> dict[str, np.ndarray]:
+    """All masks on the canonical coarse grid (left, posterior, superior); blood pools from ``smooth_hu``."""
     body = fill_holes_in_plane(_largest_component(hu > BODY_MIN_HU))
     lungs = _lungs(hu, body, spacing)
     lungs_filled = fill_holes_in_plane(lungs)
     hull = _slice_hulls(lungs)
     mediastinum = hull & ~lungs_filled
     bone = _bone(hu, body, hull, spacing)
-    opacified = mediastinum & (hu >= OPACIFIED_MIN_HU) & ~bone
+    opacified = mediastinum & (smooth_hu >= OPACIFIED_MIN_HU) & ~bone
     territory = dilate(lungs_filled, spacing, TERRITORY_MARGIN_MM)
     levels = np.flatnonzero(lungs.any(axis=(0, 1)))
     if levels.size:

@@ -10,7 +10,8 @@
   slice's lung area: the lung is cut there).
 * ``contrast``: the attenuation of the most enhanced blood pool in front of the spine, between the lungs,
   at the level of the pulmonary trunk: the mode of the brightest histogram peak, not the mean, so that a large
-  embolus or partial volume does not lower it. Pass from :data:`CONTRAST_PASS_HU`, warn from
+  embolus or partial volume does not lower it, read on a copy smoothed against noise
+  (:data:`~pe_segmentation.data.chest_regions.COARSE_SMOOTH_MM`). Pass from :data:`CONTRAST_PASS_HU`, warn from
   :data:`CONTRAST_WARN_HU`, fail below.
 * ``slice_spacing``: the voxel size along the superior axis; warns over :data:`SLICE_SPACING_WARN_MM`.
 
