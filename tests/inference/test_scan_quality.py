@@ -197,7 +197,9 @@ def test_a_saddle_cast_filling_the_trunk_still_shows_the_contrast():
 def test_noisy_clinical_scan_reads_its_trunk(index: int):
     """Clinical-profile phantoms whose 20-22 HU of noise per voxel once made the contrast check read 80-95 HU
     low (237 and 162 HU, a warning and a failure): the reading follows the drawn trunk HU."""
-    phantom = generate_phantom(PhantomSettings(shape=(160, 160, 128), profile="clinical"), case_seed(0, index))
+    phantom = generate_phantom(
+        PhantomSettings(shape=(160, 160, 128), profile="clinical"), case_seed(0, index)
+    )
     assert phantom.scanner is not None
     contrast = assess_scan(phantom.image).check("contrast")
     assert contrast.value == pytest.approx(phantom.scanner.trunk_hu, abs=15.0)
