@@ -12,7 +12,7 @@ import dataclasses
 import difflib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from pe_segmentation.errors import ConfigError
@@ -64,9 +64,11 @@ class SettingsSection:
     def to_dict(self) -> dict[str, Any]:
         """The settings as a JSON/YAML-ready mapping (tuples become lists)."""
         out: dict[str, Any] = {}
-        for field in _fields(self):
-            value = getattr(self, field.name)
-            out[field.name] = list(value) if isinstance(value, tuple) else value
+        for entry in _fields(self):
+            value = getattr(self, entry.name)
+            if isinstance(value, SettingsSection):
+                value = value.to_dict()  # a nested section (preprocessing.normalization)
+            out[entry.name] = list(value) if isinstance(value, tuple) else value
         return out
 
     # Value checks. Each returns the normalised value or raises a one-line ConfigError naming the key.
@@ -119,6 +121,68 @@ class SettingsSection:
         return tuple(value)
 
 
+#: The CT normalisation schemes of :class:`NormalizationSettings`.
+NORMALIZATION_SCHEMES = ("window", "ct_foreground")
+
+
+@dataclass(frozen=True)
+class NormalizationSettings(SettingsSection):
+    """How CT values in HU become the network's input (``preprocessing.normalization``).
+
+    Attributes:
+        scheme: ``window`` (the default, and what every model before this setting was trained with):
+            ``preprocessing.hu_window`` mapped linearly onto [0, 1], values outside clipped.
+            ``ct_foreground``: nnU-Net's CT scheme: clip to ``clip``, then subtract ``mean`` and divide by
+            ``std``, the statistics of the labelled foreground (the emboli) over the training set, which
+            ``pe-seg plan`` measures (0.5th and 99.5th percentiles, mean and SD).
+        clip: ``[low, high]`` HU (``ct_foreground`` only).
+        mean: HU subtracted after clipping (``ct_foreground`` only).
+        std: HU divided by after subtracting the mean, > 0 (``ct_foreground`` only).
+
+    Either way the map is one clipped linear function of HU (:attr:`PreprocessingSettings.intensity_map`),
+    so the augmentation's intensity settings (``shift_intensity``, ``noise_std``) are in the units it gives:
+    a 600 HU window makes 0.1 60 HU; an SD of 92 HU makes it 9.2 HU.
+    """
+
+    section: ClassVar[str] = "preprocessing.normalization"
+
+    scheme: str = "window"
+    clip: tuple[float, float] | None = None
+    mean: float | None = None
+    std: float | None = None
+
+    def __post_init__(self) -> None:
+        scheme = self.scheme
+        if not isinstance(scheme, str) or scheme.lower() not in NORMALIZATION_SCHEMES:
+            close = difflib.get_close_matches(str(scheme), NORMALIZATION_SCHEMES, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise self._fail(
+                "scheme", f"expected one of {', '.join(NORMALIZATION_SCHEMES)}, got {scheme!r}{hint}"
+            )
+        self._set("scheme", scheme.lower())
+        stats = ("clip", "mean", "std")
+        if self.scheme == "window":
+            for name in stats:
+                if getattr(self, name) is not None:
+                    raise self._fail(
+                        name,
+                        "used by scheme ct_foreground only (scheme window maps preprocessing.hu_window "
+                        "onto [0, 1]); remove it or set it to null",
+                    )
+            return
+        for name in stats:
+            if getattr(self, name) is None:
+                raise self._fail(
+                    name, "scheme ct_foreground needs clip, mean and std (pe-seg plan measures them)"
+                )
+        low, high = (self._number("clip", v) for v in self._sequence("clip", (2,)))
+        if low >= high:
+            raise self._fail("clip", f"low must be below high, got [{low:g}, {high:g}]")
+        self._set("clip", (low, high))
+        self._set("mean", self._number("mean"))
+        self._set("std", self._number("std", low=0.0, strict_low=True))
+
+
 @dataclass(frozen=True)
 class PreprocessingSettings(SettingsSection):
     """The deterministic preprocessing shared by training, validation, inference and the bundle.
@@ -128,8 +192,11 @@ class PreprocessingSettings(SettingsSection):
             / 0 element, e.g. ``[0.7, 0.7, null]``) has training work that axis out from its training cases
             (:mod:`~pe_segmentation.data.target_spacing`), so a trained model always has all three
             (:attr:`fixed_spacing`). The transforms alone keep the input spacing along a ``None`` axis.
-        hu_window: ``[low, high]`` HU mapped linearly to ``[0, 1]``, values outside clipped. The default keeps
-            both contrast-filled arteries (250-500 HU) and emboli (20-90 HU).
+        hu_window: ``[low, high]`` HU mapped linearly to ``[0, 1]``, values outside clipped, under the default
+            normalisation (scheme ``window``); the display window of previews under any scheme. The default
+            keeps both contrast-filled arteries (250-500 HU) and emboli (20-90 HU).
+        normalization: how HU become network inputs (:class:`NormalizationSettings`): the window above, or
+            nnU-Net's CT scheme from the training set's foreground statistics.
         crop_foreground: crop to the bounding box of the body (voxels above ``body_threshold_hu``), which
             drops the air around the patient and most of the CT table's surroundings.
         body_threshold_hu: HU threshold of the body mask used for cropping (air is about -1000 HU).
@@ -141,6 +208,7 @@ class PreprocessingSettings(SettingsSection):
 
     spacing: tuple[float | None, float | None, float | None] | None = (1.0, 1.0, 1.0)
     hu_window: tuple[float, float] = (-100.0, 500.0)
+    normalization: NormalizationSettings = field(default_factory=NormalizationSettings)
     crop_foreground: bool = True
     body_threshold_hu: float = -500.0
     margin: int = 4
@@ -162,10 +230,48 @@ class PreprocessingSettings(SettingsSection):
         if low >= high:
             raise self._fail("hu_window", f"low must be below high, got [{low:g}, {high:g}]")
         self._set("hu_window", (low, high))
+        self._set("normalization", self._normalization())
         self._bool("crop_foreground")
         self._set("body_threshold_hu", self._number("body_threshold_hu"))
         self._set("margin", self._int("margin", low=0))
         self._bool("binarize_label")
+
+    def _normalization(self) -> NormalizationSettings:
+        value = self.normalization
+        if value is None:
+            return NormalizationSettings()
+        if isinstance(value, NormalizationSettings):
+            return value
+        if isinstance(value, Mapping):
+            return NormalizationSettings.from_dict(value)
+        raise self._fail(
+            "normalization", f"expected a mapping (scheme: window | ct_foreground), got {value!r}"
+        )
+
+    @property
+    def intensity_map(self) -> tuple[float, float, float, float]:
+        """``(a_min, a_max, b_min, b_max)``: HU in ``[a_min, a_max]`` map linearly onto ``[b_min, b_max]``,
+        values outside are clipped (MONAI's ``ScaleIntensityRange`` with ``clip=True``).
+
+        The window maps ``hu_window`` onto [0, 1]. ``ct_foreground`` maps its clip range ``[lo, hi]`` onto
+        ``[(lo - mean) / std, (hi - mean) / std]``: the line through those two points is ``(HU - mean) / std``,
+        so this is nnU-Net's clip, subtract and divide in one pass over the volume.
+        """
+        norm = self.normalization
+        if norm.scheme == "window":
+            low, high = self.hu_window
+            return (low, high, 0.0, 1.0)
+        clip, mean, std = norm.clip, norm.mean, norm.std
+        if clip is None or mean is None or std is None:  # checked when the settings are built
+            raise self._fail("normalization", "scheme ct_foreground needs clip, mean and std")
+        low, high = clip
+        return (low, high, (low - mean) / std, (high - mean) / std)
+
+    @property
+    def air_value(self) -> float:
+        """The normalised value of air (and of anything below the map's range): what patches are padded with,
+        so that padding looks like the air around a patient (0 under the default window)."""
+        return self.intensity_map[2]
 
     @property
     def fixed_spacing(self) -> tuple[float, float, float] | None:
