@@ -232,9 +232,31 @@ def _triple(values: Sequence[Any], kind: type) -> Any:
     return tuple(kind(v) for v in values)
 
 
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The box holding every true voxel, or ``None``: from the projections on each axis (0.03 s on a
+    512x512x300 mask; ``np.nonzero`` and ``ndimage.find_objects`` took 2 s on the Fortran-ordered arrays
+    that NIfTI files give)."""
+    box = []
+    for axis in range(mask.ndim):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hits.size == 0:
+            return None
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
+
+
+def _masked_values(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``image[mask]`` in memory order: boolean indexing walks C order, 70x slower on Fortran-ordered arrays
+    (2 s for 512x512x300), so those are indexed through their transposes (the same voxels, in another order)."""
+    if image.flags.f_contiguous and mask.flags.f_contiguous:
+        return image.T[mask.T]
+    return image[mask]
+
+
 def _case_figures(
-    case: str, image: Volume, label: np.ndarray, settings: PreprocessingSettings
+    case: str, image: Volume, foreground: np.ndarray, settings: PreprocessingSettings
 ) -> CaseFingerprint:
+    """A case's figures from its image and its labelled voxels (a boolean array on the image's grid)."""
     spacing, shape = ras_grid(image.affine, image.shape)
     start, end = generate_spatial_bounding_box(
         image.array[None],
@@ -243,21 +265,22 @@ def _case_figures(
         allow_smaller=True,
     )
     _, body = ras_grid(image.affine, [b - a for a, b in zip(start, end, strict=True)])
-    foreground = label > 0
     emboli: list[float] = []
-    if foreground.any():
-        box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(foreground))
+    voxels = 0
+    box = _bounding_box(foreground)
+    if box is not None:
         components, count = label_components(foreground[box])
         voxel_ml = float(np.prod(image.spacing)) / 1000.0
         sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
         emboli = sorted((float(n) * voxel_ml for n in sizes), reverse=True)
+        voxels = int(sizes.sum())
     return CaseFingerprint(
         case,
         _triple(spacing, float),
         _triple(shape, int),
         _triple(body, int),
         (float(image.array.min()), float(image.array.max())),
-        int(np.count_nonzero(foreground)),
+        voxels,
         tuple(emboli),
     )
 
@@ -273,9 +296,9 @@ def read_case(
     image = load_volume(item["image"])
     label_volume = load_volume(item["label"])
     check_same_geometry(label_volume, image, item["label"], item["image"])
-    label = integer_label_values(np.asarray(label_volume.array), item["label"])
-    figures = _case_figures(item["case"], image, label, settings)
-    values = image.array[label > 0]
+    foreground = integer_label_values(np.asarray(label_volume.array), item["label"]) > 0
+    figures = _case_figures(item["case"], image, foreground, settings)
+    values = _masked_values(image.array, foreground)
     if values.size > samples:
         values = values[rng.choice(values.size, samples, replace=False)]
     return figures, values.astype(np.float32)
