@@ -3,184 +3,19 @@
 Each class is a frozen dataclass of primitives and tuples with defaults, validated in ``__post_init__`` with a
 one-line :class:`~pe_segmentation.errors.ConfigError`. Field names are the YAML keys of the future config
 schema, which embeds these classes; :meth:`from_dict` builds one from a plain mapping (YAML gives lists where
-the fields hold tuples, which are normalised here) and :meth:`to_dict` gives the mapping back.
+the fields hold tuples, which are normalised here) and :meth:`to_dict` gives the mapping back (their shared
+base: :mod:`~pe_segmentation.data.settings_base`; ``preprocessing.normalization``:
+:mod:`~pe_segmentation.data.normalization`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import ClassVar
 
-from pe_segmentation.errors import ConfigError
-
-_SectionT = TypeVar("_SectionT", bound="SettingsSection")
-
-
-def _yaml_float(value: Any) -> Any:
-    """YAML 1.1 reads ``1e-4`` (no dot) as a string; accept such numeric strings as numbers."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-def _fields(section: object) -> tuple[dataclasses.Field[Any], ...]:
-    """The dataclass fields of a settings class or instance (every settings section is a dataclass)."""
-    if not dataclasses.is_dataclass(section):
-        raise TypeError(f"{section!r} is not a dataclass")
-    return dataclasses.fields(section)
-
-
-class SettingsSection:
-    """Shared ``from_dict`` / ``to_dict`` and value checks of the settings dataclasses."""
-
-    section: ClassVar[str] = "settings"
-
-    @classmethod
-    def from_dict(cls: type[_SectionT], data: Mapping[str, Any] | None) -> _SectionT:
-        """Build the settings from a mapping; missing keys take their defaults, unknown keys are refused.
-
-        Raises:
-            ConfigError: a key is unknown (with a suggestion) or a value is invalid.
-        """
-        if data is None:
-            return cls()
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{cls.section}: expected a mapping, got {type(data).__name__}")
-        names = [f.name for f in _fields(cls)]
-        for key in data:
-            if key not in names:
-                close = difflib.get_close_matches(str(key), names, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise ConfigError(f"{cls.section}.{key}: unknown key{hint}")
-        return cls(**dict(data))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The settings as a JSON/YAML-ready mapping (tuples become lists)."""
-        out: dict[str, Any] = {}
-        for entry in _fields(self):
-            value = getattr(self, entry.name)
-            if isinstance(value, SettingsSection):
-                value = value.to_dict()  # a nested section (preprocessing.normalization)
-            out[entry.name] = list(value) if isinstance(value, tuple) else value
-        return out
-
-    # Value checks. Each returns the normalised value or raises a one-line ConfigError naming the key.
-
-    def _set(self, name: str, value: Any) -> None:
-        object.__setattr__(self, name, value)  # frozen dataclass: normalise in __post_init__ only
-
-    def _fail(self, name: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.section}.{name}: {message}")
-
-    def _bool(self, name: str) -> None:
-        value = getattr(self, name)
-        if not isinstance(value, bool):
-            raise self._fail(name, f"expected true or false, got {value!r}")
-
-    def _number(
-        self,
-        name: str,
-        value: Any = None,
-        *,
-        low: float | None = None,
-        high: float | None = None,
-        strict_low: bool = False,
-    ) -> float:
-        value = getattr(self, name) if value is None else value
-        value = _yaml_float(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise self._fail(name, f"expected a finite number, got {value!r}")
-        if low is not None and (value <= low if strict_low else value < low):
-            raise self._fail(name, f"must be {'>' if strict_low else '>='} {low:g}, got {value!r}")
-        if high is not None and value > high:
-            raise self._fail(name, f"must be <= {high:g}, got {value!r}")
-        return float(value)
-
-    def _int(self, name: str, value: Any = None, *, low: int) -> int:
-        value = getattr(self, name) if value is None else value
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise self._fail(name, f"expected an integer >= {low}, got {value!r}")
-        return int(value)
-
-    def _sequence(self, name: str, lengths: tuple[int, ...]) -> tuple[Any, ...]:
-        value = getattr(self, name)
-        if (
-            isinstance(value, (str, bytes))
-            or not isinstance(value, (list, tuple))
-            or len(value) not in lengths
-        ):
-            expected = " or ".join(str(n) for n in lengths)
-            raise self._fail(name, f"expected a list of {expected} values, got {value!r}")
-        return tuple(value)
-
-
-#: The CT normalisation schemes of :class:`NormalizationSettings`.
-NORMALIZATION_SCHEMES = ("window", "ct_foreground")
-
-
-@dataclass(frozen=True)
-class NormalizationSettings(SettingsSection):
-    """How CT values in HU become the network's input (``preprocessing.normalization``).
-
-    Attributes:
-        scheme: ``window`` (the default, and what every model before this setting was trained with):
-            ``preprocessing.hu_window`` mapped linearly onto [0, 1], values outside clipped.
-            ``ct_foreground``: nnU-Net's CT scheme: clip to ``clip``, then subtract ``mean`` and divide by
-            ``std``, the statistics of the labelled foreground (the emboli) over the training set, which
-            ``pe-seg plan`` measures (0.5th and 99.5th percentiles, mean and SD).
-        clip: ``[low, high]`` HU (``ct_foreground`` only).
-        mean: HU subtracted after clipping (``ct_foreground`` only).
-        std: HU divided by after subtracting the mean, > 0 (``ct_foreground`` only).
-
-    Either way the map is one clipped linear function of HU (:attr:`PreprocessingSettings.intensity_map`),
-    so the augmentation's intensity settings (``shift_intensity``, ``noise_std``) are in the units it gives:
-    a 600 HU window makes 0.1 60 HU; an SD of 92 HU makes it 9.2 HU.
-    """
-
-    section: ClassVar[str] = "preprocessing.normalization"
-
-    scheme: str = "window"
-    clip: tuple[float, float] | None = None
-    mean: float | None = None
-    std: float | None = None
-
-    def __post_init__(self) -> None:
-        scheme = self.scheme
-        if not isinstance(scheme, str) or scheme.lower() not in NORMALIZATION_SCHEMES:
-            close = difflib.get_close_matches(str(scheme), NORMALIZATION_SCHEMES, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise self._fail(
-                "scheme", f"expected one of {', '.join(NORMALIZATION_SCHEMES)}, got {scheme!r}{hint}"
-            )
-        self._set("scheme", scheme.lower())
-        stats = ("clip", "mean", "std")
-        if self.scheme == "window":
-            for name in stats:
-                if getattr(self, name) is not None:
-                    raise self._fail(
-                        name,
-                        "used by scheme ct_foreground only (scheme window maps preprocessing.hu_window "
-                        "onto [0, 1]); remove it or set it to null",
-                    )
-            return
-        for name in stats:
-            if getattr(self, name) is None:
-                raise self._fail(
-                    name, "scheme ct_foreground needs clip, mean and std (pe-seg plan measures them)"
-                )
-        low, high = (self._number("clip", v) for v in self._sequence("clip", (2,)))
-        if low >= high:
-            raise self._fail("clip", f"low must be below high, got [{low:g}, {high:g}]")
-        self._set("clip", (low, high))
-        self._set("mean", self._number("mean"))
-        self._set("std", self._number("std", low=0.0, strict_low=True))
+from pe_segmentation.data.normalization import NormalizationSettings
+from pe_segmentation.data.settings_base import SettingsSection
 
 
 @dataclass(frozen=True)

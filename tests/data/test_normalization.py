@@ -11,12 +11,8 @@ import pytest
 import torch
 
 from pe_segmentation.config import Config, load_config
-from pe_segmentation.data.settings import (
-    AugmentationSettings,
-    NormalizationSettings,
-    PatchSettings,
-    PreprocessingSettings,
-)
+from pe_segmentation.data.normalization import NormalizationSettings
+from pe_segmentation.data.settings import AugmentationSettings, PatchSettings, PreprocessingSettings
 from pe_segmentation.data.transforms import (
     FINGERPRINT_ATTR,
     build_inference_transforms,

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+import pe_segmentation as pe
 from pe_segmentation.data.datasets import from_datalist
 from pe_segmentation.planning import fingerprint as fingerprint_module
 from pe_segmentation.planning import fingerprint_dataset
@@ -81,3 +82,17 @@ def test_large_cases_give_a_seeded_share_of_their_labelled_voxels(known_set, mon
     np.testing.assert_array_equal(first.foreground_hu, again.foreground_hu)
     assert set(first.foreground_hu[:8].tolist()) <= {50.0, 70.0, 100.0}
     assert set(first.foreground_hu[8:16].tolist()) == {20.0}
+
+
+def test_phantoms_fingerprint_as_the_generator_drew_them(tmp_path):
+    """pe-seg synth records each embolus's voxels; the fingerprint finds the same emboli with the same volumes."""
+    pe.synth(tmp_path, cases=3, seed=2, shape=(96, 96, 64), profile="uniform", negative_fraction=0.34)
+    drawn = json.loads((tmp_path / "datalist.json").read_text())["training"]
+    found = fingerprint_dataset(from_datalist(tmp_path / "datalist.json"))
+    assert found.cases_without_emboli == sum(entry["negative"] for entry in drawn) >= 1
+    for entry, case in zip(drawn, found.cases, strict=True):
+        voxel_ml = float(np.prod(entry["spacing"])) / 1000.0
+        expected = sorted((e["voxels"] * voxel_ml for e in entry["emboli"]), reverse=True)
+        assert case.emboli_ml == pytest.approx(expected, rel=1e-5)
+        assert case.spacing == pytest.approx(entry["spacing"], rel=1e-6)
+        assert list(case.shape) == entry["shape"]
