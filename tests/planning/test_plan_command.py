@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import torch
 from training.conftest import write_toy_cases
 
 import pe_segmentation as pe
+from pe_segmentation.api.planning import hardware_for
 from pe_segmentation.cli import main
 from pe_segmentation.config import load_config
 from pe_segmentation.errors import EXIT_CONFIG, EXIT_INPUT, EXIT_USAGE
@@ -111,3 +113,15 @@ def _train_the_recipe(tmp_path: Path) -> None:
     )
     assert (run.run_dir / "checkpoints" / "last.pt").is_file()
     assert run.best_dice is not None
+
+
+def test_without_flags_the_plan_is_for_this_machine(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert hardware_for().is_cpu
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda index: SimpleNamespace(total_memory=24 * 2**30)
+    )
+    assert hardware_for().memory_gb == 24.0
+    assert hardware_for(cpu=True).is_cpu
+    assert hardware_for(gpu_memory=80).memory_gb == 80.0
