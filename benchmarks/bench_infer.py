@@ -248,7 +248,7 @@ def monai_pipeline(series: str, output: str, checkpoint: str, variant: str, devi
     seconds["imports_and_model"] = time.perf_counter() - start
 
     pre = config.preprocessing
-    low, high = pre.hu_window
+    a_min, a_max, b_min, b_max = pre.intensity_map  # the window, or the foreground scheme's clip and map
     load = Compose([LoadImaged("image", image_only=True), EnsureChannelFirstd("image")])
     steps: list[Any] = [Orientationd("image", axcodes="RAS")]
     if crop:
@@ -259,7 +259,7 @@ def monai_pipeline(series: str, output: str, checkpoint: str, variant: str, devi
             )
         )
     steps.append(Spacingd("image", pixdim=pre.monai_pixdim, mode="bilinear"))
-    steps.append(ScaleIntensityRanged("image", a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True))
+    steps.append(ScaleIntensityRanged("image", a_min=a_min, a_max=a_max, b_min=b_min, b_max=b_max, clip=True))
     preprocess = Compose(steps)
     roi = tuple(config.validation.roi_size or config.patch.patch_size)
     inferer = SlidingWindowInferer(

@@ -6,6 +6,7 @@ command::
     import pe_segmentation as pe
 
     pe.synth("data/phantoms", cases=8, seed=0)
+    pe.plan("data/phantoms", "plan", gpu_memory=24)  # fingerprint and plan.yaml
     run = pe.train("configs/unet.yaml", ["data.path=data/phantoms"])
     pe.infer("study_dicom/", "predictions/", run.best_checkpoint)
     pe.evaluate("predictions/", "data/phantoms/labels", "evaluation/", prob="predictions/")
@@ -15,7 +16,7 @@ The layers below it, and what lives where: docs/architecture.md.
 
 from __future__ import annotations
 
-from pe_segmentation.api import evaluate, infer, synth, train
+from pe_segmentation.api import evaluate, infer, plan, synth, train
 from pe_segmentation.versions import __version__
 
-__all__ = ["__version__", "evaluate", "infer", "synth", "train"]
+__all__ = ["__version__", "evaluate", "infer", "plan", "synth", "train"]

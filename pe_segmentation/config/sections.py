@@ -1,6 +1,6 @@
 """The plain sections of the config schema: data, optimizer, schedule, training, validation, inference, output.
 
-Each is a frozen dataclass built on :class:`~pe_segmentation.data.settings.SettingsSection`, validated in
+Each is a frozen dataclass built on :class:`~pe_segmentation.data.settings_base.SettingsSection`, validated in
 ``__post_init__`` with a one-line :class:`~pe_segmentation.errors.ConfigError` naming the key path. The
 ``model`` and ``loss`` sections, checked against the registries, are in :mod:`pe_segmentation.config.registered`.
 """
@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pe_segmentation.data.settings import SettingsSection
+from pe_segmentation.data.settings_base import SettingsSection
 
 DATASETS = ("datalist", "synthetic", "folder", "fumpe", "cadpe")
 CACHE_MODES = ("none", "memory", "disk")

@@ -12,8 +12,9 @@ From a data set on disk to batches::
 Modules: :mod:`~pe_segmentation.data.datasets` (layouts to case lists, cached datasets),
 :mod:`~pe_segmentation.data.case_items` (the case dicts), :mod:`~pe_segmentation.data.splits`
 (patient-level splits), :mod:`~pe_segmentation.data.settings` (preprocessing, patch and augmentation
-settings), :mod:`~pe_segmentation.data.transforms` (the chains), :mod:`~pe_segmentation.data.sampling`
-(patch sampling), :mod:`~pe_segmentation.data.augmentation`, :mod:`~pe_segmentation.data.label_values`
+settings, on :mod:`~pe_segmentation.data.settings_base`; the CT normalisation in
+:mod:`~pe_segmentation.data.normalization`), :mod:`~pe_segmentation.data.transforms` (the chains),
+:mod:`~pe_segmentation.data.sampling` (patch sampling), :mod:`~pe_segmentation.data.augmentation`, :mod:`~pe_segmentation.data.label_values`
 (the label check) and :mod:`~pe_segmentation.data.embolus_sizes` (size classes). Synthetic phantoms are in
 :mod:`pe_segmentation.data.phantom`.
 """
@@ -31,12 +32,9 @@ from pe_segmentation.data.datasets import (
 )
 from pe_segmentation.data.embolus_sizes import CLASS_DEFINITIONS, SIZE_CLASSES, size_class
 from pe_segmentation.data.label_values import CheckLabelValuesd, integer_label_values
-from pe_segmentation.data.settings import (
-    AugmentationSettings,
-    PatchSettings,
-    PreprocessingSettings,
-    SettingsSection,
-)
+from pe_segmentation.data.normalization import NORMALIZATION_SCHEMES, NormalizationSettings
+from pe_segmentation.data.settings import AugmentationSettings, PatchSettings, PreprocessingSettings
+from pe_segmentation.data.settings_base import SettingsSection
 from pe_segmentation.data.splits import Split, get_or_create_split, load_split, save_split, split_cases
 from pe_segmentation.data.transforms import (
     build_inference_transforms,
@@ -50,9 +48,11 @@ from pe_segmentation.data.transforms import (
 __all__ = [
     "CLASS_DEFINITIONS",
     "LABEL_SUFFIXES",
+    "NORMALIZATION_SCHEMES",
     "SIZE_CLASSES",
     "AugmentationSettings",
     "CheckLabelValuesd",
+    "NormalizationSettings",
     "PatchSettings",
     "PreprocessingSettings",
     "SettingsSection",

@@ -3,120 +3,19 @@
 Each class is a frozen dataclass of primitives and tuples with defaults, validated in ``__post_init__`` with a
 one-line :class:`~pe_segmentation.errors.ConfigError`. Field names are the YAML keys of the future config
 schema, which embeds these classes; :meth:`from_dict` builds one from a plain mapping (YAML gives lists where
-the fields hold tuples, which are normalised here) and :meth:`to_dict` gives the mapping back.
+the fields hold tuples, which are normalised here) and :meth:`to_dict` gives the mapping back (their shared
+base: :mod:`~pe_segmentation.data.settings_base`; ``preprocessing.normalization``:
+:mod:`~pe_segmentation.data.normalization`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from dataclasses import dataclass, field
+from typing import ClassVar
 
-from pe_segmentation.errors import ConfigError
-
-_SectionT = TypeVar("_SectionT", bound="SettingsSection")
-
-
-def _yaml_float(value: Any) -> Any:
-    """YAML 1.1 reads ``1e-4`` (no dot) as a string; accept such numeric strings as numbers."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-def _fields(section: object) -> tuple[dataclasses.Field[Any], ...]:
-    """The dataclass fields of a settings class or instance (every settings section is a dataclass)."""
-    if not dataclasses.is_dataclass(section):
-        raise TypeError(f"{section!r} is not a dataclass")
-    return dataclasses.fields(section)
-
-
-class SettingsSection:
-    """Shared ``from_dict`` / ``to_dict`` and value checks of the settings dataclasses."""
-
-    section: ClassVar[str] = "settings"
-
-    @classmethod
-    def from_dict(cls: type[_SectionT], data: Mapping[str, Any] | None) -> _SectionT:
-        """Build the settings from a mapping; missing keys take their defaults, unknown keys are refused.
-
-        Raises:
-            ConfigError: a key is unknown (with a suggestion) or a value is invalid.
-        """
-        if data is None:
-            return cls()
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{cls.section}: expected a mapping, got {type(data).__name__}")
-        names = [f.name for f in _fields(cls)]
-        for key in data:
-            if key not in names:
-                close = difflib.get_close_matches(str(key), names, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise ConfigError(f"{cls.section}.{key}: unknown key{hint}")
-        return cls(**dict(data))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The settings as a JSON/YAML-ready mapping (tuples become lists)."""
-        out: dict[str, Any] = {}
-        for field in _fields(self):
-            value = getattr(self, field.name)
-            out[field.name] = list(value) if isinstance(value, tuple) else value
-        return out
-
-    # Value checks. Each returns the normalised value or raises a one-line ConfigError naming the key.
-
-    def _set(self, name: str, value: Any) -> None:
-        object.__setattr__(self, name, value)  # frozen dataclass: normalise in __post_init__ only
-
-    def _fail(self, name: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.section}.{name}: {message}")
-
-    def _bool(self, name: str) -> None:
-        value = getattr(self, name)
-        if not isinstance(value, bool):
-            raise self._fail(name, f"expected true or false, got {value!r}")
-
-    def _number(
-        self,
-        name: str,
-        value: Any = None,
-        *,
-        low: float | None = None,
-        high: float | None = None,
-        strict_low: bool = False,
-    ) -> float:
-        value = getattr(self, name) if value is None else value
-        value = _yaml_float(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise self._fail(name, f"expected a finite number, got {value!r}")
-        if low is not None and (value <= low if strict_low else value < low):
-            raise self._fail(name, f"must be {'>' if strict_low else '>='} {low:g}, got {value!r}")
-        if high is not None and value > high:
-            raise self._fail(name, f"must be <= {high:g}, got {value!r}")
-        return float(value)
-
-    def _int(self, name: str, value: Any = None, *, low: int) -> int:
-        value = getattr(self, name) if value is None else value
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise self._fail(name, f"expected an integer >= {low}, got {value!r}")
-        return int(value)
-
-    def _sequence(self, name: str, lengths: tuple[int, ...]) -> tuple[Any, ...]:
-        value = getattr(self, name)
-        if (
-            isinstance(value, (str, bytes))
-            or not isinstance(value, (list, tuple))
-            or len(value) not in lengths
-        ):
-            expected = " or ".join(str(n) for n in lengths)
-            raise self._fail(name, f"expected a list of {expected} values, got {value!r}")
-        return tuple(value)
+from pe_segmentation.data.normalization import NormalizationSettings
+from pe_segmentation.data.settings_base import SettingsSection
 
 
 @dataclass(frozen=True)
@@ -128,8 +27,11 @@ class PreprocessingSettings(SettingsSection):
             / 0 element, e.g. ``[0.7, 0.7, null]``) has training work that axis out from its training cases
             (:mod:`~pe_segmentation.data.target_spacing`), so a trained model always has all three
             (:attr:`fixed_spacing`). The transforms alone keep the input spacing along a ``None`` axis.
-        hu_window: ``[low, high]`` HU mapped linearly to ``[0, 1]``, values outside clipped. The default keeps
-            both contrast-filled arteries (250-500 HU) and emboli (20-90 HU).
+        hu_window: ``[low, high]`` HU mapped linearly to ``[0, 1]``, values outside clipped, under the default
+            normalisation (scheme ``window``); the display window of previews under any scheme. The default
+            keeps both contrast-filled arteries (250-500 HU) and emboli (20-90 HU).
+        normalization: how HU become network inputs (:class:`NormalizationSettings`): the window above, or
+            nnU-Net's CT scheme from the training set's foreground statistics.
         crop_foreground: crop to the bounding box of the body (voxels above ``body_threshold_hu``), which
             drops the air around the patient and most of the CT table's surroundings.
         body_threshold_hu: HU threshold of the body mask used for cropping (air is about -1000 HU).
@@ -141,6 +43,7 @@ class PreprocessingSettings(SettingsSection):
 
     spacing: tuple[float | None, float | None, float | None] | None = (1.0, 1.0, 1.0)
     hu_window: tuple[float, float] = (-100.0, 500.0)
+    normalization: NormalizationSettings = field(default_factory=NormalizationSettings)
     crop_foreground: bool = True
     body_threshold_hu: float = -500.0
     margin: int = 4
@@ -162,10 +65,48 @@ class PreprocessingSettings(SettingsSection):
         if low >= high:
             raise self._fail("hu_window", f"low must be below high, got [{low:g}, {high:g}]")
         self._set("hu_window", (low, high))
+        self._set("normalization", self._normalization())
         self._bool("crop_foreground")
         self._set("body_threshold_hu", self._number("body_threshold_hu"))
         self._set("margin", self._int("margin", low=0))
         self._bool("binarize_label")
+
+    def _normalization(self) -> NormalizationSettings:
+        value = self.normalization
+        if value is None:
+            return NormalizationSettings()
+        if isinstance(value, NormalizationSettings):
+            return value
+        if isinstance(value, Mapping):
+            return NormalizationSettings.from_dict(value)
+        raise self._fail(
+            "normalization", f"expected a mapping (scheme: window | ct_foreground), got {value!r}"
+        )
+
+    @property
+    def intensity_map(self) -> tuple[float, float, float, float]:
+        """``(a_min, a_max, b_min, b_max)``: HU in ``[a_min, a_max]`` map linearly onto ``[b_min, b_max]``,
+        values outside are clipped (MONAI's ``ScaleIntensityRange`` with ``clip=True``).
+
+        The window maps ``hu_window`` onto [0, 1]. ``ct_foreground`` maps its clip range ``[lo, hi]`` onto
+        ``[(lo - mean) / std, (hi - mean) / std]``: the line through those two points is ``(HU - mean) / std``,
+        so this is nnU-Net's clip, subtract and divide in one pass over the volume.
+        """
+        norm = self.normalization
+        if norm.scheme == "window":
+            low, high = self.hu_window
+            return (low, high, 0.0, 1.0)
+        clip, mean, std = norm.clip, norm.mean, norm.std
+        if clip is None or mean is None or std is None:  # checked when the settings are built
+            raise self._fail("normalization", "scheme ct_foreground needs clip, mean and std")
+        low, high = clip
+        return (low, high, (low - mean) / std, (high - mean) / std)
+
+    @property
+    def air_value(self) -> float:
+        """The normalised value of air (and of anything below the map's range): what patches are padded with,
+        so that padding looks like the air around a patient (0 under the default window)."""
+        return self.intensity_map[2]
 
     @property
     def fixed_spacing(self) -> tuple[float, float, float] | None:

@@ -1,7 +1,7 @@
 """The one voxel size a network is trained and run at, worked out from its training cases.
 
 The rule is nnU-Net's (v2, ``ExperimentPlanner.determine_fullres_target_spacing``), written once here so that
-training and a future ``pe-seg plan`` choose alike (:func:`target_spacing`):
+training and ``pe-seg plan`` (:mod:`pe_segmentation.planning`) choose alike (:func:`target_spacing`):
 
 * each axis takes the **median** of the cases' spacings along it;
 * except on anisotropic data: when the coarsest axis's median spacing is more than
@@ -14,7 +14,8 @@ training and a future ``pe-seg plan`` choose alike (:func:`target_spacing`):
 
 Spacings and voxel counts are taken along R, A, S, the axes the preprocessing reorients every case to before
 it resamples (``preprocessing.spacing`` is given in that order too); :func:`case_grid` reads them from a
-case's header without its voxels, and :func:`training_set_spacing` applies the rule to a list of cases.
+case's header without its voxels (:func:`ras_grid` from an affine), and :func:`training_set_spacing` applies
+the rule to a list of cases.
 """
 
 from __future__ import annotations
@@ -137,6 +138,12 @@ def case_grid(path: str | os.PathLike[str]) -> tuple[tuple[float, ...], tuple[in
     else:
         volume = load_volume(path)
         affine, shape = volume.affine, volume.shape
+    return ras_grid(affine, shape)
+
+
+def ras_grid(affine: np.ndarray, shape: Sequence[int]) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """Voxel size (mm) and voxel counts of a grid along R, A, S (the order after the preprocessing's
+    reorientation), from its affine and its counts along the voxel axes i, j, k."""
     spacing = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
     ras_axis = nib.orientations.io_orientation(affine)[:, 0].astype(int)  # voxel axis i -> R/A/S axis
     ras_spacing, ras_shape = [0.0] * 3, [0] * 3

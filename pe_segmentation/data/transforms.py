@@ -11,7 +11,10 @@ Preprocessing (:func:`build_preprocessing`), in this order:
    cannot be told from air any more; thresholding first keeps the threshold meaningful whatever the window.
    Cropping also comes **before resampling**, so the (costly) resampling only runs on the body box.
 4. ``Spacingd`` to the configured spacing (bilinear for the image, nearest for labels).
-5. ``ScaleIntensityRanged``: HU window to [0, 1], clipped.
+5. ``ScaleIntensityRanged``: HU to network input, clipped (``preprocessing.normalization``): the HU window
+   onto [0, 1] (scheme ``window``, the default), or nnU-Net's CT scheme (``ct_foreground``: clip to the
+   labelled foreground's 0.5th-99.5th percentiles, subtract its mean, divide by its SD), which is the same
+   clipped linear map with other end points (``PreprocessingSettings.intensity_map``).
 6. ``EnsureTyped`` to float32 ``MetaTensor``.
 
 Every step is invertible (or leaves geometry alone), so ``Invertd`` maps a prediction made on the preprocessed
@@ -23,7 +26,7 @@ sampled voxel anywhere in the patch), both from :mod:`pe_segmentation.data.sampl
 (:mod:`pe_segmentation.data.augmentation`), in :func:`build_train_transforms`. With HU-space domain
 randomisation on (``AugmentationSettings.has_hu``: contrast timing, HU offset, thick slices, noise, kernels),
 step 5 moves: the volume is cached and cut into patches in HU (padding with air), each patch is randomised in
-HU, then windowed, then augmented as usual; with it off (the default) the chain is the one above. In 2D mode
+HU, then normalised, then augmented as usual; with it off (the default) the chain is the one above. In 2D mode
 (``PatchSettings.spatial_dims == 2``) the crop is ``(H, W, 1)`` — one axial slice, as the original 2D UNets
 were trained — and the last axis is squeezed so networks see ``(C, H, W)``; augmentation then works in the
 axial plane.
@@ -77,7 +80,7 @@ FINGERPRINT_ATTR = "pe_seg_fingerprint"
 #: the whole volume on every draw, 26 MB for a 160x160x128 phantom with its label.
 CACHE_READ_ONLY_ATTR = "pe_seg_cache_read_only"
 
-#: HU of air: the padding of patches that are windowed after HU-space augmentation.
+#: HU of air: the padding of patches that are normalised after HU-space augmentation.
 AIR_HU = -1024.0
 
 
@@ -122,6 +125,15 @@ def transform_fingerprint(**parts: Any) -> str:
     return json.dumps(parts, sort_keys=True, default=str)
 
 
+def _settings_fingerprint(settings: PreprocessingSettings) -> dict[str, Any]:
+    """The preprocessing settings as fingerprints record them. Under the default window scheme the
+    ``normalization`` entry is left out, so that caches written before that setting existed stay valid."""
+    parts = settings.to_dict()
+    if settings.normalization.scheme == "window":
+        del parts["normalization"]
+    return parts
+
+
 def _compose(transforms: Sequence[Any], fingerprint: str) -> Compose:
     compose = Compose(list(transforms))
     setattr(compose, FINGERPRINT_ATTR, fingerprint)
@@ -132,11 +144,12 @@ def _preprocessing_list(
     settings: PreprocessingSettings,
     keys: tuple[str, ...],
     reader: ImageReader | str | None,
-    window: bool = True,
+    normalise: bool = True,
 ) -> list[MapTransform]:
     """The preprocessing steps as a flat list (so that dataset caching sees every deterministic step).
 
-    ``window=False`` leaves the image in HU (training with HU-space augmentation windows its patches later)."""
+    ``normalise=False`` leaves the image in HU (training with HU-space augmentation normalises its patches
+    later)."""
     image_key, label_keys = keys[0], keys[1:]
     steps: list[MapTransform] = [
         LoadImaged(keys, reader=reader, image_only=True),  # type: ignore[arg-type]  # MONAI annotates classes only
@@ -164,16 +177,18 @@ def _preprocessing_list(
         # float32 resampling: 1.8x faster than MONAI's float64 default on a 512x512x300 CT (max difference
         # 2e-5 in windowed units); nearest-neighbour ties at exact half-voxel positions may break either way.
         steps.append(Spacingd(keys, pixdim=settings.monai_pixdim, mode=modes, dtype=np.float32))
-    if window:
-        steps.append(_window(settings, image_key))
+    if normalise:
+        steps.append(_normalise(settings, image_key))
     steps.append(EnsureTyped(keys, dtype=torch.float32))
     return steps
 
 
-def _window(settings: PreprocessingSettings, image_key: str) -> MapTransform:
-    """The HU window to [0, 1], clipped."""
-    low, high = settings.hu_window
-    return ScaleIntensityRanged(image_key, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)
+def _normalise(settings: PreprocessingSettings, image_key: str) -> MapTransform:
+    """HU to network input, clipped: the window onto [0, 1], or nnU-Net's CT scheme (clip, subtract the
+    foreground mean, divide by its SD). Both are one clipped linear map (``settings.intensity_map``), so one
+    MONAI transform runs either, in one pass over the volume."""
+    a_min, a_max, b_min, b_max = settings.intensity_map
+    return ScaleIntensityRanged(image_key, a_min=a_min, a_max=a_max, b_min=b_min, b_max=b_max, clip=True)
 
 
 def build_preprocessing(
@@ -185,13 +200,13 @@ def build_preprocessing(
 
     Args:
         settings: preprocessing settings; ``None`` takes the defaults.
-        keys: data keys to load; the first is the CT image (windowed, source of the body crop), the others are
+        keys: data keys to load; the first is the CT image (normalised, source of the body crop), the others are
             labels (nearest-neighbour resampling, binarised when ``settings.binarize_label``).
         reader: image reader for ``LoadImaged``; ``None`` takes :func:`default_reader`.
 
     Returns:
         A ``Compose`` turning ``{"image": path, "label": path, ...}`` into float32 ``MetaTensor`` s of shape
-        ``(1, X, Y, Z)`` in RAS, image values in [0, 1].
+        ``(1, X, Y, Z)`` in RAS, image values in [0, 1] under the default window (see ``normalization``).
     """
     settings = settings if settings is not None else PreprocessingSettings()
     if not isinstance(settings, PreprocessingSettings):
@@ -199,24 +214,26 @@ def build_preprocessing(
     keys = _check_keys(keys)
     reader = default_reader() if reader is None else reader
     fingerprint = transform_fingerprint(
-        chain="preprocessing", keys=keys, reader=type(reader).__name__, pre=settings.to_dict()
+        chain="preprocessing", keys=keys, reader=type(reader).__name__, pre=_settings_fingerprint(settings)
     )
     return _compose(_preprocessing_list(settings, keys, reader), fingerprint)
 
 
 def _patch_steps(
-    keys: tuple[str, ...], patch: PatchSettings, pad_hu: float | None = None
+    keys: tuple[str, ...], patch: PatchSettings, pad_hu: float | None = None, pad: float = 0.0
 ) -> list[MapTransform]:
     """Padding to the patch size, the cached foreground indices and the positive/negative patch sampling."""
     crop = patch.crop_size
     label_key = keys[1]
-    # Volumes smaller than a patch (e.g. a thin slab) are padded with 0 (= below the window) so that every
-    # patch has the configured size and patches batch together; an image still in HU is padded with air.
+    # Volumes smaller than a patch (e.g. a thin slab) are padded with air so that every patch has the
+    # configured size and patches batch together: ``pad`` for a normalised image (the normalised value of air,
+    # 0 under the default window), ``pad_hu`` for an image still in HU. Labels are padded with 0.
+    image_pad = pad if pad_hu is None else pad_hu
     pads: list[MapTransform] = (
         [SpatialPadd(keys, spatial_size=crop, mode="constant", value=0)]
-        if pad_hu is None
+        if image_pad == 0
         else [
-            SpatialPadd(keys[0], spatial_size=crop, mode="constant", value=pad_hu),
+            SpatialPadd(keys[0], spatial_size=crop, mode="constant", value=image_pad),
             SpatialPadd(keys[1:], spatial_size=crop, mode="constant", value=0),
         ]
     )
@@ -268,13 +285,13 @@ def build_train_transforms(
     in_hu = aug is not None and aug.has_hu
     if in_hu and aug is not None:
         # HU-space domain randomisation: the volume is cached and cut into patches in HU; each patch is
-        # randomised, then windowed, then augmented as usual. Padding is air (below any window).
-        pad_hu = min(AIR_HU, pre.hu_window[0])
-        steps = _preprocessing_list(pre, keys, reader, window=False) + _patch_steps(keys, patch, pad_hu)
+        # randomised, then normalised, then augmented as usual. Padding is air (below any window or clip).
+        pad_hu = min(AIR_HU, pre.intensity_map[0])
+        steps = _preprocessing_list(pre, keys, reader, normalise=False) + _patch_steps(keys, patch, pad_hu)
         steps += build_hu_augmentation(aug, patch.spatial_dims, keys[0])
-        steps.append(_window(pre, keys[0]))
+        steps.append(_normalise(pre, keys[0]))
     else:
-        steps = _preprocessing_list(pre, keys, reader) + _patch_steps(keys, patch)
+        steps = _preprocessing_list(pre, keys, reader) + _patch_steps(keys, patch, pad=pre.air_value)
     if aug is not None:
         steps += build_augmentation(aug, patch.spatial_dims, patch.patch_size or (), keys[0], keys[1:])
         steps.append(EnsureTyped(keys, dtype=torch.float32))
@@ -284,7 +301,7 @@ def build_train_transforms(
         chain="train",
         keys=keys,
         reader=type(reader).__name__,
-        pre=pre.to_dict(),
+        pre=_settings_fingerprint(pre),
         pad=list(patch.crop_size),
         fg_indices=keys[1],
         **parts,

@@ -56,6 +56,8 @@ def build_inferer(
         "sw_batch_size": sw_batch_size,
         "overlap": overlap,
         "mode": "gaussian",
+        # a volume smaller than a window is padded with air, as training pads its patches
+        "cval": config.preprocessing.air_value,
         "sw_device": sw_device,
         "device": device,
         "progress": progress,

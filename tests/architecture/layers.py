@@ -16,15 +16,15 @@ PACKAGE = "pe_segmentation"
 ROOT = Path(__file__).resolve().parents[2] / PACKAGE
 
 #: Top-level parts of the package, from the top layer down. Each imports only from layers below it; parts that
-#: share a layer are independent of each other (training and inference side by side). ``__init__`` is the
-#: package's own ``__init__.py``, which re-exports the library API.
+#: share a layer are independent of each other (training, inference and planning side by side). ``__init__``
+#: is the package's own ``__init__.py``, which re-exports the library API.
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"__main__"}),
     frozenset({"cli"}),
     frozenset({"commands", "bundle"}),
     frozenset({"__init__"}),
     frozenset({"api"}),
-    frozenset({"training", "inference"}),
+    frozenset({"training", "inference", "planning"}),
     frozenset({"runtime"}),
     frozenset({"evaluation"}),
     frozenset({"config"}),
