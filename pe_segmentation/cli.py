@@ -12,7 +12,17 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from pe_segmentation.commands import checkpoint, convert, data_check, evaluate, infer, info, synth, train
+from pe_segmentation.commands import (
+    checkpoint,
+    convert,
+    data_check,
+    evaluate,
+    infer,
+    info,
+    preprocess,
+    synth,
+    train,
+)
 from pe_segmentation.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, user_error
 from pe_segmentation.versions import __version__
 
@@ -21,7 +31,7 @@ log = logging.getLogger("pe_segmentation")
 Handler = Callable[[argparse.Namespace], int]
 
 #: The sub-commands in the order ``pe-seg --help`` lists them.
-COMMANDS = (synth, info, convert, data_check, train, infer, evaluate, checkpoint)
+COMMANDS = (synth, info, convert, data_check, preprocess, train, infer, evaluate, checkpoint)
 
 
 def _build_parser() -> argparse.ArgumentParser:

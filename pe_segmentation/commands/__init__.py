@@ -3,6 +3,16 @@ the parsed flags into a call of the library API (:mod:`pe_segmentation.api`)."""
 
 from __future__ import annotations
 
-from pe_segmentation.commands import checkpoint, convert, data_check, evaluate, infer, info, synth, train
+from pe_segmentation.commands import (
+    checkpoint,
+    convert,
+    data_check,
+    evaluate,
+    infer,
+    info,
+    preprocess,
+    synth,
+    train,
+)
 
-__all__ = ["checkpoint", "convert", "data_check", "evaluate", "infer", "info", "synth", "train"]
+__all__ = ["checkpoint", "convert", "data_check", "evaluate", "infer", "info", "preprocess", "synth", "train"]
