@@ -15,7 +15,10 @@ Preprocessing (:func:`build_preprocessing`), in this order:
 6. ``EnsureTyped`` to float32 ``MetaTensor``.
 
 Every step is invertible (or leaves geometry alone), so ``Invertd`` maps a prediction made on the preprocessed
-image back onto the original grid (:func:`build_inverse`).
+image back onto the original grid (:func:`build_inverse`). Steps 1-4 alone are :func:`build_geometry_transforms`
+and step 5 alone :func:`build_intensity_transforms`: the preprocessed store keeps the first's output in HU and
+applies the second to what it reads, with :func:`build_patch_sampler` and :func:`build_patch_transforms` for
+training patches (:mod:`pe_segmentation.data.store_dataset`).
 
 Training adds ``SpatialPadd`` (volumes smaller than a patch), the label's foreground indices (cached with the
 volume) and :class:`~pe_segmentation.data.sampling.RandOffsetPosNegCropd` (positive and negative patches, the
