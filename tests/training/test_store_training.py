@@ -22,7 +22,7 @@ def _store_files(store_dir):
 
 def test_preprocess_then_train_reads_the_store_without_rewriting_it(tmp_path, make_config, capsys):
     store_dir = tmp_path / "store"
-    config = make_config("data.cache=store")
+    config = make_config("data.cache=store", "training.epochs=1")
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(config_to_yaml(config))
     assert main(["preprocess", "--config", str(recipe), "--store", str(store_dir)]) == 0
@@ -34,9 +34,11 @@ def test_preprocess_then_train_reads_the_store_without_rewriting_it(tmp_path, ma
     assert cases[0].startswith("toy_00-")
     before = _store_files(store_dir)
 
-    result = run_training(make_config("data.cache=store", f"data.store_dir={store_dir}"), progress=False)
+    result = run_training(
+        make_config("data.cache=store", "training.epochs=1", f"data.store_dir={store_dir}"), progress=False
+    )
     assert result.best_dice is not None
-    assert result.iterations == 8
+    assert result.iterations == 4  # 4 training cases, 2 patches each, batches of 2
     assert _store_files(store_dir) == before  # the run found every case there: nothing rewritten
     assert "0 of 6 case(s) preprocessed now" in (result.run_dir / "train.log").read_text()
 
