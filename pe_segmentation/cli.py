@@ -20,6 +20,7 @@ from pe_segmentation.commands import (
     infer,
     info,
     plan,
+    preprocess,
     synth,
     train,
 )
@@ -31,7 +32,7 @@ log = logging.getLogger("pe_segmentation")
 Handler = Callable[[argparse.Namespace], int]
 
 #: The sub-commands in the order ``pe-seg --help`` lists them.
-COMMANDS = (synth, info, convert, data_check, plan, train, infer, evaluate, checkpoint)
+COMMANDS = (synth, info, convert, data_check, plan, preprocess, train, infer, evaluate, checkpoint)
 
 
 def _build_parser() -> argparse.ArgumentParser:

@@ -67,7 +67,7 @@ def test_reference_recipe_is_the_schema_defaults():
         ("patch.patch_size=[64, 64]", "patch.patch_size: 3D patches need 3 values, got [64, 64]"),
         ("training.device=gpu", "training.device: expected auto, cpu, cuda or cuda:N, got 'gpu'"),
         ("model.spatial_dims=2", "model.spatial_dims (2) differs from patch.spatial_dims (3)"),
-        ("data.cache=ram", "data.cache: expected one of none, memory, disk, got 'ram'"),
+        ("data.cache=ram", "data.cache: expected one of none, memory, disk, store, got 'ram'"),
     ],
 )
 def test_bad_values_name_the_key_path(override, message):

@@ -11,8 +11,20 @@ from pe_segmentation.commands import (
     infer,
     info,
     plan,
+    preprocess,
     synth,
     train,
 )
 
-__all__ = ["checkpoint", "convert", "data_check", "evaluate", "infer", "info", "plan", "synth", "train"]
+__all__ = [
+    "checkpoint",
+    "convert",
+    "data_check",
+    "evaluate",
+    "infer",
+    "info",
+    "plan",
+    "preprocess",
+    "synth",
+    "train",
+]

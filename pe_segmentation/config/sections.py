@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from pe_segmentation.data.settings_base import SettingsSection
 
 DATASETS = ("datalist", "synthetic", "folder", "fumpe", "cadpe")
-CACHE_MODES = ("none", "memory", "disk")
+CACHE_MODES = ("none", "memory", "disk", "store")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 DECAYS = ("cosine", "poly", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -71,8 +71,15 @@ class DataConfig(SettingsSection):
         image_key: datalist entry key of the image (``dicom`` reads the phantoms' DICOM series).
         val_fraction: share of patients held out for validation.
         split_file: saved train/validation split to reuse; default ``<run_dir>/split.json``.
-        cache: MONAI dataset caching: ``none``, ``memory`` or ``disk`` (in ``<run_dir>/cache``).
-        num_workers: data loader worker processes.
+        cache: how preprocessed cases are kept: ``none`` (preprocessed again each time), ``memory`` (in RAM),
+            ``disk`` (MONAI's ``PersistentDataset`` in ``<run_dir>/cache``: whole volumes, loaded whole), or
+            ``store`` (the preprocessed store: each case preprocessed once, training reads only its patches;
+            ``pe-seg preprocess`` fills it ahead, else the run does before its first epoch).
+        store_dir: the preprocessed store's folder (``cache: store``); default ``<run_dir>/cache/store``.
+            Shared by runs (and by the nodes of a multi-node run, on a shared file system): each preprocessing
+            has its own sub-folder in it.
+        num_workers: data loader worker processes (with ``cache: store`` they persist across epochs, and also
+            preprocess cases side by side).
     """
 
     section: ClassVar[str] = "data"
@@ -83,6 +90,7 @@ class DataConfig(SettingsSection):
     val_fraction: float = 0.2
     split_file: str | None = None
     cache: str = "memory"
+    store_dir: str | None = None
     num_workers: int = 0
 
     def __post_init__(self) -> None:
@@ -93,6 +101,7 @@ class DataConfig(SettingsSection):
             raise self._fail("image_key", f"expected a non-empty string, got {self.image_key!r}")
         self._set("val_fraction", self._number("val_fraction", low=0.0, high=0.9))
         _choice(self, "cache", CACHE_MODES)
+        _optional_str(self, "store_dir")
         self._set("num_workers", self._int("num_workers", low=0))
 
 

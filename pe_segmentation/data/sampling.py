@@ -117,12 +117,30 @@ class RandOffsetPosNegCropd(RandCropByPosNegLabeld):
         bg_indices: Any = None,
         image: torch.Tensor | None = None,
     ) -> None:
-        cropper = self.cropper
         source = label if label is not None else image
         if source is None:
             raise ValueError("RandOffsetPosNegCropd needs the label or the image for the spatial shape")
         shape = source.peek_pending_shape() if isinstance(source, MetaTensor) else source.shape[1:]
         fg, bg = self._indices(label, image, shape, fg_indices, bg_indices)
+        # MONAI annotates a 1-tuple, stores a list
+        self.cropper.centers = self.sample_centers(shape, fg, bg)  # type: ignore[assignment]
+
+    def sample_centers(
+        self,
+        shape: Sequence[int],
+        fg: NdarrayOrTensor,
+        bg: NdarrayOrTensor | BackgroundIndices | None = None,
+    ) -> list[list[int]]:
+        """``num_samples`` patch centres in a volume of spatial ``shape`` whose label foreground is the raveled
+        indices ``fg`` (background: every other voxel when ``bg`` is ``None``), drawn from this transform's
+        random state. A patch of size n centred at c covers ``[c - n // 2, c - n // 2 + n)``.
+
+        What :meth:`randomize` draws from a volume; the preprocessed store draws from its stored indices
+        without reading the volume."""
+        cropper = self.cropper
+        shape = [int(n) for n in shape]
+        if bg is None:
+            bg = BackgroundIndices(torch.as_tensor(fg).cpu().numpy(), math.prod(shape))
         size = [int(n) for n in fall_back_tuple(cropper.spatial_size, default=shape)]
         # The sampled voxels themselves: MONAI's sampler with a 1-voxel crop, which it never moves.
         voxels = generate_pos_neg_label_crop_centers(
@@ -139,16 +157,18 @@ class RandOffsetPosNegCropd(RandCropByPosNegLabeld):
         # v + d with d in [n // 2 - n + 1, n // 2]; pulling the centre back inside the volume keeps it there.
         low = np.array([n // 2 - n + 1 for n in size])
         high = np.array([n // 2 for n in size])
-        centers = [
-            correct_crop_centers(
-                (np.asarray(voxel, dtype=int) + cropper.R.randint(low, high + 1)).tolist(),
-                size,
-                shape,
-                cropper.allow_smaller,
-            )
+        return [
+            [
+                int(c)
+                for c in correct_crop_centers(
+                    (np.asarray(voxel, dtype=int) + cropper.R.randint(low, high + 1)).tolist(),
+                    size,
+                    shape,
+                    cropper.allow_smaller,
+                )
+            ]
             for voxel in voxels
         ]
-        cropper.centers = centers  # type: ignore[assignment]  # MONAI annotates a 1-tuple, stores a list
 
     def _indices(
         self,

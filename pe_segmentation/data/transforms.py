@@ -18,7 +18,10 @@ Preprocessing (:func:`build_preprocessing`), in this order:
 6. ``EnsureTyped`` to float32 ``MetaTensor``.
 
 Every step is invertible (or leaves geometry alone), so ``Invertd`` maps a prediction made on the preprocessed
-image back onto the original grid (:func:`build_inverse`).
+image back onto the original grid (:func:`build_inverse`). Steps 1-4 alone are :func:`build_geometry_transforms`
+and step 5 alone :func:`build_intensity_transforms`: the preprocessed store keeps the first's output in HU and
+applies the second to what it reads, with :func:`build_patch_sampler` and :func:`build_patch_transforms` for
+training patches (:mod:`pe_segmentation.data.store_dataset`).
 
 Training adds ``SpatialPadd`` (volumes smaller than a patch), the label's foreground indices (cached with the
 volume) and :class:`~pe_segmentation.data.sampling.RandOffsetPosNegCropd` (positive and negative patches, the
@@ -83,6 +86,10 @@ CACHE_READ_ONLY_ATTR = "pe_seg_cache_read_only"
 #: HU of air: the padding of patches that are normalised after HU-space augmentation.
 AIR_HU = -1024.0
 
+#: The preprocessing settings that only the intensity step reads (:func:`_intensity_list`); the geometry
+#: chain's fingerprint leaves them out.
+INTENSITY_KEYS = frozenset({"hu_window", "normalization"})
+
 
 def default_reader() -> ImageReader:
     """The image reader of every ``LoadImaged`` in pe-seg: :class:`PESegReader` (DICOM folders via SimpleITK,
@@ -125,6 +132,12 @@ def transform_fingerprint(**parts: Any) -> str:
     return json.dumps(parts, sort_keys=True, default=str)
 
 
+def _compose(transforms: Sequence[Any], fingerprint: str) -> Compose:
+    compose = Compose(list(transforms))
+    setattr(compose, FINGERPRINT_ATTR, fingerprint)
+    return compose
+
+
 def _settings_fingerprint(settings: PreprocessingSettings) -> dict[str, Any]:
     """The preprocessing settings as fingerprints record them. Under the default window scheme the
     ``normalization`` entry is left out, so that caches written before that setting existed stay valid."""
@@ -132,12 +145,6 @@ def _settings_fingerprint(settings: PreprocessingSettings) -> dict[str, Any]:
     if settings.normalization.scheme == "window":
         del parts["normalization"]
     return parts
-
-
-def _compose(transforms: Sequence[Any], fingerprint: str) -> Compose:
-    compose = Compose(list(transforms))
-    setattr(compose, FINGERPRINT_ATTR, fingerprint)
-    return compose
 
 
 def _preprocessing_list(
@@ -178,17 +185,54 @@ def _preprocessing_list(
         # 2e-5 in windowed units); nearest-neighbour ties at exact half-voxel positions may break either way.
         steps.append(Spacingd(keys, pixdim=settings.monai_pixdim, mode=modes, dtype=np.float32))
     if normalise:
-        steps.append(_normalise(settings, image_key))
+        steps += _intensity_list(settings, image_key)
     steps.append(EnsureTyped(keys, dtype=torch.float32))
     return steps
 
 
-def _normalise(settings: PreprocessingSettings, image_key: str) -> MapTransform:
-    """HU to network input, clipped: the window onto [0, 1], or nnU-Net's CT scheme (clip, subtract the
-    foreground mean, divide by its SD). Both are one clipped linear map (``settings.intensity_map``), so one
-    MONAI transform runs either, in one pass over the volume."""
+def _intensity_list(settings: PreprocessingSettings, image_key: str) -> list[MapTransform]:
+    """The intensity step of the preprocessing, pointwise and clipped: the HU window onto [0, 1], or nnU-Net's
+    CT scheme (clip, subtract the foreground mean, divide by its SD). Both are one clipped linear map
+    (``settings.intensity_map``), so one MONAI transform runs either, in one pass over the volume.
+
+    The one place that maps HU to network input: the preprocessing chain, the HU-space training patches and
+    the preprocessed store (which keeps HU and applies this to what it reads) all take it from here."""
     a_min, a_max, b_min, b_max = settings.intensity_map
-    return ScaleIntensityRanged(image_key, a_min=a_min, a_max=a_max, b_min=b_min, b_max=b_max, clip=True)
+    return [ScaleIntensityRanged(image_key, a_min=a_min, a_max=a_max, b_min=b_min, b_max=b_max, clip=True)]
+
+
+def air_hu(settings: PreprocessingSettings) -> float:
+    """What patches still in HU are padded with: air, and never above the window's (or clip's) low end."""
+    return min(AIR_HU, settings.intensity_map[0])
+
+
+def build_geometry_transforms(
+    settings: PreprocessingSettings | None = None,
+    keys: Sequence[str] = ("image", "label"),
+    reader: ImageReader | str | None = None,
+) -> Compose:
+    """The preprocessing without its intensity step: loaded, reoriented, body-cropped and resampled volumes
+    still in HU (float32). What the preprocessed store keeps; :func:`build_intensity_transforms` after it
+    gives :func:`build_preprocessing`'s output.
+
+    Its fingerprint leaves out the intensity settings (``hu_window``, ``normalization``): the store applies them when it reads,
+    so changing them does not rebuild it."""
+    settings = settings if settings is not None else PreprocessingSettings()
+    keys = _check_keys(keys)
+    reader = default_reader() if reader is None else reader
+    geometry = {k: v for k, v in settings.to_dict().items() if k not in INTENSITY_KEYS}
+    fingerprint = transform_fingerprint(
+        chain="geometry", keys=keys, reader=type(reader).__name__, pre=geometry
+    )
+    return _compose(_preprocessing_list(settings, keys, reader, normalise=False), fingerprint)
+
+
+def build_intensity_transforms(
+    settings: PreprocessingSettings | None = None, image_key: str = "image"
+) -> Compose:
+    """The intensity step of the preprocessing alone (see :func:`build_geometry_transforms`)."""
+    settings = settings if settings is not None else PreprocessingSettings()
+    return Compose([*_intensity_list(settings, image_key), EnsureTyped(image_key, dtype=torch.float32)])
 
 
 def build_preprocessing(
@@ -237,22 +281,72 @@ def _patch_steps(
             SpatialPadd(keys[1:], spatial_size=crop, mode="constant", value=0),
         ]
     )
-    steps: list[MapTransform] = [
+    return [
         *pads,
         ForegroundIndicesd(label_key),  # cached with the volume: sampling needs no pass over the label
-        RandOffsetPosNegCropd(
-            keys,
-            label_key=label_key,
-            spatial_size=crop,
-            pos=patch.pos_fraction,
-            neg=1.0 - patch.pos_fraction,
-            num_samples=patch.samples_per_volume,
-            fg_indices_key=f"{label_key}{FG_INDICES_POSTFIX}",
-        ),
+        build_patch_sampler(keys, patch),
     ]
+
+
+def build_patch_sampler(keys: Sequence[str], patch: PatchSettings) -> RandOffsetPosNegCropd:
+    """The positive/negative patch sampling of training (the first label guides it): ``samples_per_volume``
+    crops of ``patch.crop_size``, each holding a label foreground voxel with probability ``pos_fraction``.
+
+    The preprocessed store (:mod:`pe_segmentation.data.store_dataset`) draws its crop boxes with it too, from
+    the stored foreground indices, so both ways of feeding training sample alike."""
+    keys = _check_keys(keys)
+    label_key = keys[1]
+    return RandOffsetPosNegCropd(
+        keys,
+        label_key=label_key,
+        spatial_size=patch.crop_size,
+        pos=patch.pos_fraction,
+        neg=1.0 - patch.pos_fraction,
+        num_samples=patch.samples_per_volume,
+        fg_indices_key=f"{label_key}{FG_INDICES_POSTFIX}",
+    )
+
+
+def _after_crop(
+    pre: PreprocessingSettings,
+    patch: PatchSettings,
+    aug: AugmentationSettings | None,
+    keys: tuple[str, ...],
+    in_hu: bool,
+) -> list[MapTransform]:
+    """What each patch goes through once cut: in 2D the squeeze to ``(C, H, W)``; for patches cut in HU
+    (``in_hu``) the HU-space domain randomisation and then the intensity step; then augmentation."""
+    steps: list[MapTransform] = []
     if patch.spatial_dims == 2:
         steps.append(SqueezeDimd(keys, dim=-1))  # (C, H, W, 1) -> (C, H, W)
+    if in_hu:
+        if aug is not None and aug.has_hu:
+            steps += build_hu_augmentation(aug, patch.spatial_dims, keys[0])
+        steps += _intensity_list(pre, keys[0])
+    if aug is not None:
+        steps += build_augmentation(aug, patch.spatial_dims, patch.patch_size or (), keys[0], keys[1:])
+        steps.append(EnsureTyped(keys, dtype=torch.float32))
     return steps
+
+
+def build_patch_transforms(
+    pre: PreprocessingSettings | None = None,
+    patch: PatchSettings | None = None,
+    aug: AugmentationSettings | None = None,
+    keys: Sequence[str] = ("image", "label"),
+) -> Compose:
+    """The transforms of a training patch cut in HU from a volume of :func:`build_geometry_transforms`
+    (what the preprocessed store feeds): HU-space domain randomisation when on, the intensity step
+    (:func:`build_intensity_transforms`), then augmentation; in 2D the squeeze to one axial slice first.
+
+    The same steps, in the same order, as :func:`build_train_transforms` applies after its crop; the intensity
+    step is pointwise, so windowing a patch equals cutting it from a windowed volume."""
+    pre = pre if pre is not None else PreprocessingSettings()
+    patch = patch if patch is not None else PatchSettings()
+    keys = _check_keys(keys)
+    if len(keys) < 2:
+        raise ConfigError(f"training needs an image and a label key, got {list(keys)}")
+    return Compose(_after_crop(pre, patch, aug, keys, in_hu=True))
 
 
 def build_train_transforms(
@@ -283,18 +377,13 @@ def build_train_transforms(
         raise ConfigError(f"training needs an image and a label key, got {list(keys)}")
     reader = default_reader() if reader is None else reader
     in_hu = aug is not None and aug.has_hu
-    if in_hu and aug is not None:
-        # HU-space domain randomisation: the volume is cached and cut into patches in HU; each patch is
-        # randomised, then normalised, then augmented as usual. Padding is air (below any window or clip).
-        pad_hu = min(AIR_HU, pre.intensity_map[0])
-        steps = _preprocessing_list(pre, keys, reader, normalise=False) + _patch_steps(keys, patch, pad_hu)
-        steps += build_hu_augmentation(aug, patch.spatial_dims, keys[0])
-        steps.append(_normalise(pre, keys[0]))
-    else:
-        steps = _preprocessing_list(pre, keys, reader) + _patch_steps(keys, patch, pad=pre.air_value)
-    if aug is not None:
-        steps += build_augmentation(aug, patch.spatial_dims, patch.patch_size or (), keys[0], keys[1:])
-        steps.append(EnsureTyped(keys, dtype=torch.float32))
+    # With HU-space domain randomisation the volume is cached and cut into patches in HU; each patch is
+    # randomised, then normalised, then augmented as usual. Padding is then air (below any window or clip).
+    pad_hu = air_hu(pre) if in_hu else None
+    steps = _preprocessing_list(pre, keys, reader, normalise=not in_hu) + _patch_steps(
+        keys, patch, pad_hu, pad=pre.air_value
+    )
+    steps += _after_crop(pre, patch, aug, keys, in_hu)
     # Only the deterministic prefix (preprocessing and padding) is cached, so only it enters the fingerprint.
     parts: dict[str, Any] = {"pad_hu": pad_hu, "window": "after_hu_augmentation"} if in_hu else {}
     fingerprint = transform_fingerprint(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,3 +93,65 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+#: Names of :func:`atomic_output_folder`'s temporary folders: ``.{final name}.{mkdtemp's 8 characters}.tmp``.
+_TEMPORARY_FOLDER = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+@contextlib.contextmanager
+def atomic_output_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; on success fsync its files and rename it to ``path``.
+
+    A folder of several files (the arrays of one preprocessed case) then appears whole or not at all: on any
+    error the temporary folder is removed. When ``path`` already exists by then (another process wrote the
+    same folder meanwhile), that one is kept and this one discarded: both hold the same result.
+
+    Raises:
+        OutputError: the folder cannot be created or renamed, naming it.
+    """
+    final = Path(path)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    except OSError as err:
+        raise OutputError(f"{final.parent}: cannot create output folder ({err.strerror or err})") from err
+    try:
+        yield tmp
+        for child in tmp.iterdir():
+            with open(child, "rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_directory(tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not final.is_dir():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # written meanwhile by another process
+        _fsync_directory(final.parent)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"{final}: cannot write ({err.strerror or err})") from err
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def remove_stale_folders(folder: str | os.PathLike[str], older_than_s: float) -> list[Path]:
+    """Delete the temporary folders of :func:`atomic_output_folder` in ``folder`` left by writes that never
+    finished (a killed process) and untouched for ``older_than_s`` seconds; return their paths.
+
+    The age keeps a write still in progress in another process (sharing the folder) from being removed.
+    """
+    removed: list[Path] = []
+    directory = Path(folder)
+    if not directory.is_dir():
+        return removed
+    cutoff = time.time() - older_than_s
+    for path in directory.iterdir():
+        if _TEMPORARY_FOLDER.fullmatch(path.name) and path.is_dir():
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime < cutoff:
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.append(path)
+    return removed

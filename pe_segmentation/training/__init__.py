@@ -18,8 +18,9 @@ loss, optimizer), :mod:`~pe_segmentation.training.engines` (trainer and evaluato
 :mod:`~pe_segmentation.training.handlers`, :mod:`~pe_segmentation.training.data` and
 :mod:`~pe_segmentation.training.run_data` (cases, split, loaders), :mod:`~pe_segmentation.training.resume`,
 :mod:`~pe_segmentation.training.run_folder`, :mod:`~pe_segmentation.training.run_logging`,
-:mod:`~pe_segmentation.training.metrics`, :mod:`~pe_segmentation.training.schedule` and
-:mod:`~pe_segmentation.training.curves`.
+:mod:`~pe_segmentation.training.metrics`, :mod:`~pe_segmentation.training.schedule`,
+:mod:`~pe_segmentation.training.curves` and :mod:`~pe_segmentation.training.preprocess` (``pe-seg
+preprocess``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pe_segmentation.training.builders import (
 from pe_segmentation.training.engines import build_evaluator, build_trainer
 from pe_segmentation.training.launch import run_training, train_distributed
 from pe_segmentation.training.metrics import METRIC_NAMES, VAL_METRICS, foreground_metrics
+from pe_segmentation.training.preprocess import PreprocessResult, preprocess_cases
 from pe_segmentation.training.resume import resume_config
 from pe_segmentation.training.run import TrainingResult
 from pe_segmentation.training.run_folder import ensure_new_run_folder, removed_if_refused
@@ -41,6 +43,7 @@ from pe_segmentation.training.schedule import WarmupDecayLR, build_scheduler, lr
 __all__ = [
     "METRIC_NAMES",
     "VAL_METRICS",
+    "PreprocessResult",
     "TrainingResult",
     "WarmupDecayLR",
     "build_evaluator",
@@ -52,6 +55,7 @@ __all__ = [
     "ensure_new_run_folder",
     "foreground_metrics",
     "lr_at",
+    "preprocess_cases",
     "removed_if_refused",
     "resume_config",
     "run_training",

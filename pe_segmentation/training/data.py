@@ -11,6 +11,12 @@ resumed run draws the same patches as an uninterrupted one.
 Validation: whole preprocessed volumes, one per batch; under DDP each process takes every ``world_size``-th
 case (when there are fewer cases than processes, cases are repeated so that every process has one, which
 counts them twice in the means).
+
+With ``data.cache: store`` both read the preprocessed store (:mod:`pe_segmentation.data.store`): training
+reads only the patches it samples (:class:`~pe_segmentation.data.store_dataset.StorePatchDataset`), with
+data-loader workers that persist across epochs; each volume's patches then depend on a seed drawn from
+``(seed, epoch, rank, its place in the epoch)`` rather than on the worker that reads it (a re-seeding that
+persistent workers cannot get when each epoch starts).
 """
 
 from __future__ import annotations
@@ -21,10 +27,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from monai.data import DataLoader
-from monai.utils import MAX_SEED
+from torch.utils.data import Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from pe_segmentation.config import Config, DataConfig
@@ -36,7 +41,18 @@ from pe_segmentation.data.datasets import (
     from_fumpe,
     from_synthetic,
 )
-from pe_segmentation.data.transforms import build_train_transforms, build_val_transforms
+from pe_segmentation.data.store import PreprocessedStore
+from pe_segmentation.data.store_dataset import (
+    SeededSampler,
+    StoreCaseDataset,
+    StorePatchDataset,
+    derived_seed,
+)
+from pe_segmentation.data.transforms import (
+    build_geometry_transforms,
+    build_train_transforms,
+    build_val_transforms,
+)
 from pe_segmentation.errors import ConfigError
 from pe_segmentation.io.volume import check_same_geometry
 from pe_segmentation.io.volume_files import is_volume_file, read_volume_header
@@ -103,7 +119,14 @@ def check_label_grids(items: Sequence[Mapping[str, str]]) -> None:
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     """A seed for the data randomness of one epoch on one process, independent of everything else."""
-    return int(np.random.SeedSequence([int(seed), int(epoch), int(rank)]).generate_state(1)[0]) % MAX_SEED
+    return derived_seed(seed, epoch, rank)
+
+
+def open_store(config: Config, cache_dir: str | Path) -> PreprocessedStore:
+    """The preprocessed store of ``config``: in ``data.store_dir`` (default ``cache_dir/store``), the folder of
+    its preprocessing's geometry settings."""
+    root = Path(config.data.store_dir).expanduser() if config.data.store_dir else Path(cache_dir) / "store"
+    return PreprocessedStore(root, build_geometry_transforms(config.preprocessing, KEYS))
 
 
 def _plain(value: Any) -> Any:
@@ -146,7 +169,7 @@ class PatchBatches:
         """Fix this epoch's case order and random patch sampling/augmentation (call before iterating)."""
         self.epoch = int(epoch)
         sampler = self.loader.sampler
-        if isinstance(sampler, DistributedSampler):
+        if isinstance(sampler, (DistributedSampler, SeededSampler)):
             sampler.set_epoch(self.epoch)
         seed = epoch_seed(self.seed, self.epoch, self.rank)
         transform = getattr(self.loader.dataset, "transform", None)
@@ -188,15 +211,29 @@ def build_train_batches(
     world_size: int = 1,
     pin_memory: bool = False,
 ) -> PatchBatches:
-    """The training patch stream of one process (see the module docstring)."""
+    """The training patch stream of one process (see the module docstring); with ``data.cache: store`` the
+    cases must be in the store already (:func:`~pe_segmentation.training.run_data.fill_run_store`)."""
     augmentation = config.augmentation if config.training.augment else None
-    transforms = build_train_transforms(config.preprocessing, config.patch, augmentation, keys=KEYS)
-    dataset = build_dataset(
-        items, transforms, cache=config.data.cache, cache_dir=cache_dir, num_workers=config.data.num_workers
-    )
-    sampler: DistributedSampler[int] = DistributedSampler(
+    dataset: Dataset
+    store = config.data.cache == "store"
+    if store:
+        dataset = StorePatchDataset(
+            items, open_store(config, cache_dir), config.preprocessing, config.patch, augmentation
+        )
+    else:
+        transforms = build_train_transforms(config.preprocessing, config.patch, augmentation, keys=KEYS)
+        dataset = build_dataset(
+            items,
+            transforms,
+            cache=config.data.cache,
+            cache_dir=cache_dir,
+            num_workers=config.data.num_workers,
+        )
+    sampler: Sampler[Any] = DistributedSampler(
         dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=config.training.seed, drop_last=False
     )
+    if store:
+        sampler = SeededSampler(sampler, config.training.seed, rank)
     workers = config.data.num_workers
     loader = DataLoader(
         dataset,
@@ -205,7 +242,8 @@ def build_train_batches(
         num_workers=workers,
         generator=torch.Generator().manual_seed(config.training.seed),
         pin_memory=pin_memory,
-        persistent_workers=False,  # workers are re-seeded per epoch when they start
+        # the other datasets' workers are re-seeded per epoch when they start; the store's items carry seeds
+        persistent_workers=store and workers > 0,
         prefetch_factor=4 if workers else None,
     )
     return PatchBatches(
@@ -236,10 +274,18 @@ def build_val_loader(
             )
             items = [items[i % len(items)] for i in range(world_size)]
         items = items[rank::world_size]
-    transforms = build_val_transforms(config.preprocessing, keys=KEYS)
-    dataset = build_dataset(
-        items, transforms, cache=config.data.cache, cache_dir=cache_dir, num_workers=config.data.num_workers
-    )
+    dataset: Dataset
+    if config.data.cache == "store":  # read whole from the store, one case at a time
+        dataset = StoreCaseDataset(items, open_store(config, cache_dir), config.preprocessing)
+    else:
+        transforms = build_val_transforms(config.preprocessing, keys=KEYS)
+        dataset = build_dataset(
+            items,
+            transforms,
+            cache=config.data.cache,
+            cache_dir=cache_dir,
+            num_workers=config.data.num_workers,
+        )
     return DataLoader(
         dataset, batch_size=1, shuffle=False, num_workers=config.data.num_workers, pin_memory=pin_memory
     )

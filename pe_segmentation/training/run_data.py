@@ -4,13 +4,14 @@ out from the training cases where the recipe gives none) and this process's shar
 (:func:`load_run_data`).
 
 The split is made once, by rank 0, and read back by the other ranks, so every process of a DDP run splits the
-cases alike; a resumed or repeated run reuses it.
+cases alike; a resumed or repeated run reuses it. With ``data.cache: store`` the cases are put into the
+preprocessed store before the loaders are built (:func:`fill_run_store`), unless ``pe-seg preprocess`` did.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,17 @@ from monai.data import DataLoader
 
 from pe_segmentation.config import Config
 from pe_segmentation.data.splits import Split, get_or_create_split, load_split
+from pe_segmentation.data.store import FillReport, fill_store
 from pe_segmentation.errors import ConfigError
 from pe_segmentation.io.atomic import atomic_write_text
 from pe_segmentation.runtime import distributed as ddp
-from pe_segmentation.training.data import PatchBatches, build_train_batches, build_val_loader, load_cases
+from pe_segmentation.training.data import (
+    PatchBatches,
+    build_train_batches,
+    build_val_loader,
+    load_cases,
+    open_store,
+)
 from pe_segmentation.training.run_spacing import run_spacing
 
 log = logging.getLogger("pe_segmentation.training")
@@ -61,12 +69,9 @@ def load_run_data(
         InputDataError: unreadable cases.
     """
     cache_dir = run_dir / "cache"
-    items = load_cases(config.data, cache_dir)
-    split = _split(config, items, run_dir, context)
-    train_items, val_items = split.select(items) if split is not None else (items, [])
-    if not train_items:
-        raise ConfigError("no training cases left after the train/validation split")
-    config, spacing = run_spacing(config, train_items, resumed)
+    config, spacing, train_items, val_items = load_run_cases(config, run_dir, context, resumed)
+    if config.data.cache == "store":
+        fill_run_store(config, [*train_items, *val_items], cache_dir, context)
     rank, world_size = context.rank, context.world_size
     train_data = build_train_batches(config, train_items, cache_dir, rank, world_size, pin_memory)
     val_loader = (
@@ -80,6 +85,61 @@ def load_run_data(
         config.training.batch_size,
     )
     return RunData(train_data, val_loader, config, spacing)
+
+
+def load_run_cases(
+    config: Config,
+    run_dir: Path,
+    context: ddp.DistributedContext,
+    resumed: Mapping[str, Any] | None = None,
+) -> tuple[Config, dict[str, Any], list[dict[str, str]], list[dict[str, str]]]:
+    """The run's cases, split (:func:`_split`), and its config with the spacing fixed
+    (:func:`~pe_segmentation.training.run_spacing.run_spacing`): ``(config, spacing entry, training cases,
+    validation cases)``. What a run and ``pe-seg preprocess`` both start from.
+
+    Raises:
+        ConfigError: no data path, or no training case left after the split.
+        InputDataError: unreadable cases.
+    """
+    items = load_cases(config.data, run_dir / "cache")
+    split = _split(config, items, run_dir, context)
+    train_items, val_items = split.select(items) if split is not None else (items, [])
+    if not train_items:
+        raise ConfigError("no training cases left after the train/validation split")
+    config, spacing = run_spacing(config, train_items, resumed)
+    return config, spacing, train_items, val_items
+
+
+def fill_run_store(
+    config: Config,
+    items: Sequence[Mapping[str, Any]],
+    cache_dir: Path,
+    context: ddp.DistributedContext,
+    progress: bool = True,
+) -> FillReport:
+    """Put every case of ``items`` into the run's preprocessed store (:func:`open_store`) unless it is there.
+
+    Each process preprocesses its share (every ``world_size``-th case, ``data.num_workers`` at a time) into the
+    shared store; after all have, each fills in whatever it still cannot see, which happens only when
+    ``data.store_dir`` is not shared between the machines of a multi-node run (each machine then preprocesses
+    every case). Returns this process's report.
+    """
+    store = open_store(config, cache_dir)
+    rank, world = context.rank, context.world_size
+    workers = config.data.num_workers
+    own = fill_store(store, list(items)[rank::world], workers, progress=progress and context.is_main)
+    ddp.barrier()
+    rest = fill_store(store, items, workers, progress=progress and context.is_main)
+    if rest.written and context.distributed:
+        log.warning(
+            "%s: %d case(s) written by other processes were not there: is data.store_dir on a file system "
+            "that all machines share?",
+            store.folder,
+            rest.written,
+        )
+    written = own.written + rest.written
+    log.info("preprocessed store %s: %d of %d case(s) preprocessed now", store.folder, written, len(items))
+    return FillReport(written, len(items) - written, own.seconds + rest.seconds)
 
 
 def _split(
