@@ -7,8 +7,8 @@ Steps (each timed):
 
 1. synthesize ``--cases`` phantoms of 512 x 512 x 300 voxels at 0.7 mm (``--profile``, ``--seed``) into
    ``WORK/phantoms`` (kept, and reused by the next call with the same settings);
-2. plan: the target spacing of the training-set rule (:mod:`pe_segmentation.data.target_spacing`), and
-   ``pe_segmentation.api.plan`` when the package has it;
+2. ``pe-seg plan`` for this CPU (:func:`pe_segmentation.api.plan`) into ``WORK/plan``: its time, and the
+   planned spacing, patch and normalisation (the training below keeps its one fixed network);
 3. ``pe-seg preprocess`` (:func:`pe_segmentation.api.preprocess`) of ``configs/unet.yaml`` into ``WORK/store``:
    seconds per case, store size against the raw NIfTI;
 4. ``--iterations`` training iterations of ``configs/unet.yaml`` at width 16 on 64^3 patches, in a child process,
@@ -36,6 +36,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "configs" / "unet.yaml"
@@ -176,24 +178,19 @@ def synthesize(folder: Path, cases: int, seed: int, profile: str) -> float | Non
     return (time.perf_counter() - begin) / cases
 
 
-def plan(datalist: Path) -> str:
-    """The training-set spacing rule's answer (and ``pe_segmentation.api.plan``'s, where it exists)."""
-    from pe_segmentation import api
-    from pe_segmentation.data import from_datalist
-    from pe_segmentation.data.target_spacing import training_set_spacing
+def plan(datalist: Path, output: Path) -> str:
+    """``pe-seg plan`` on the set, for this CPU: its fingerprint time and the recipe's main figures."""
+    from pe_segmentation.api import plan as plan_dataset
 
     begin = time.perf_counter()
-    text = training_set_spacing(from_datalist(datalist)).describe()
-    text += f" [{time.perf_counter() - begin:.1f} s]"
-    planner = getattr(api, "plan", None)
-    if planner is None:
-        return text + "; pe_segmentation.api.plan: not in this version, skipped"
-    try:
-        begin = time.perf_counter()
-        planner(datalist)
-        return text + f"; pe_segmentation.api.plan ran in {time.perf_counter() - begin:.1f} s"
-    except (TypeError, ValueError) as err:
-        return text + f"; pe_segmentation.api.plan skipped ({err})"
+    run = plan_dataset(datalist, output, cpu=True)
+    seconds = time.perf_counter() - begin
+    recipe = yaml.safe_load((output / "plan.yaml").read_text())
+    return (
+        f"{seconds:.1f} s ({seconds / max(1, len(run.fingerprint.cases)):.2f} s per case); spacing "
+        f"{recipe['preprocessing']['spacing']} mm, patch {recipe['patch']['patch_size']}, "
+        f"normalisation {recipe['preprocessing']['normalization']}; {output / 'plan.yaml'}"
+    )
 
 
 def _summary(name: str, result: dict) -> str:
@@ -231,7 +228,7 @@ def main() -> None:
         f"synthesis: {args.cases} phantoms {SHAPE} at {SPACING} mm, "
         + ("reused" if per_case is None else f"{per_case:.1f} s per case")
     )
-    print(f"plan: {plan(phantoms / 'datalist.json')}")
+    print(f"plan: {plan(phantoms / 'datalist.json', work / 'plan')}")
 
     from pe_segmentation.api import preprocess
 

@@ -37,7 +37,8 @@ VALIDATIONS = 50
 #: a batch, for larger structures than emboli).
 SAMPLES_PER_VOLUME = 4
 POS_FRACTION = 0.67
-#: Above this the preprocessed set (image and label as float32) goes to a disk cache, not memory.
+#: Above this the preprocessed set (image and label as float32) goes to the preprocessed store on disk
+#: (``data.cache: store``: training reads only its patches), not memory.
 MEMORY_CACHE_GIB = 8.0
 #: HU that the default augmentation's intensity shift and noise stand for under the default 600 HU window
 #: (0.1 and 0.02 of it); under ``ct_foreground`` they are rescaled to the same HU.
@@ -113,7 +114,7 @@ class Plan:
         }
 
     def _cache(self) -> str:
-        return "memory" if self._set_bytes() <= MEMORY_CACHE_GIB * GIB else "disk"
+        return "memory" if self._set_bytes() <= MEMORY_CACHE_GIB * GIB else "store"
 
     def config_dict(self) -> dict[str, Any]:
         """The recipe as a config mapping (validated by :func:`recipe_yaml`)."""
@@ -191,7 +192,8 @@ class Plan:
             )
         return {
             "data": [
-                f"cache: the set preprocessed is about {_size(self._set_bytes())} (image and label, float32)."
+                f"cache: the set preprocessed is about {_size(self._set_bytes())} (image and label, float32); "
+                f"over {MEMORY_CACHE_GIB:g} GiB it goes to the preprocessed store (pe-seg preprocess fills it ahead)."
             ],
             "preprocessing": [f"spacing: {self.spacing.describe()}.", *normalisation],
             "patch": [sizing],

@@ -14,6 +14,7 @@ import torch
 
 from pe_segmentation.data import from_datalist
 from pe_segmentation.data import store as store_module
+from pe_segmentation.data.normalization import NormalizationSettings
 from pe_segmentation.data.settings import AugmentationSettings, PatchSettings, PreprocessingSettings
 from pe_segmentation.data.store import CASE_FILE, IMAGE_FILE, PreprocessedStore, fill_store
 from pe_segmentation.data.store_dataset import SeededSampler, StoreCaseDataset, StorePatchDataset
@@ -227,3 +228,33 @@ def test_seeded_sampler_gives_each_place_of_each_epoch_its_own_seed():
     assert list(sampler) == epoch0
     sampler.set_epoch(1)
     assert [seed for _, seed in sampler] != [seed for _, seed in epoch0]
+
+
+def test_the_ct_foreground_normalisation_is_applied_when_reading(items, tmp_path):
+    """The store keeps HU: the same store serves nnU-Net's CT scheme, and its patches are the in-memory chain's,
+    (HU - 40) / 90 clipped to [-195, 305] HU, padding included (air clips to -195 HU: -2.61)."""
+    pre = PreprocessingSettings(
+        **{
+            **PRE.to_dict(),
+            "normalization": NormalizationSettings(
+                scheme="ct_foreground", clip=(-195.0, 305.0), mean=40.0, std=90.0
+            ),
+        }
+    )
+    store = _store(tmp_path)
+    fill_store(store, items)
+    assert _store(tmp_path, pre).folder == store.folder  # no second store for another normalisation
+    patch = PatchSettings(patch_size=(40, 8, 6), samples_per_volume=2)  # wider than the volumes: padded
+    chain = build_train_transforms(pre, patch, None)
+    dataset = StorePatchDataset(items, store, pre, patch, None)
+    tolerance = 0.25 / 90 + 1e-6  # float16 HU, in SDs
+    for index, item in enumerate(items):
+        chain.set_random_state(seed=7 + index)
+        expected, got = chain(dict(item)), dataset[(index, 7 + index)]
+        for ref, mine in zip(expected, got, strict=True):
+            assert float((mine["image"] - ref["image"]).abs().max()) <= tolerance
+            assert float(mine["image"].min()) == pytest.approx((-195.0 - 40.0) / 90.0, abs=1e-4)
+            assert float(mine["image"].max()) <= (305.0 - 40.0) / 90.0 + 1e-4
+    whole = StoreCaseDataset(items, store, pre)[0]["image"]
+    reference = build_val_transforms(pre)(dict(items[0]))["image"]
+    assert float((whole - reference).abs().max()) <= tolerance
