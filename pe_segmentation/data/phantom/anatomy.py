@@ -332,21 +332,76 @@ class Chest:
             tissues[box][contains(*self.grid.coords(box))] = tissue
 
 
-def smooth_texture(grid: Grid, rng: np.random.Generator, feature_mm: float = 6.0) -> np.ndarray:
-    """A smooth random field (float32, about unit variance, clipped to +-3) plus a posterior gradient.
+_CHUNK_VOXELS = 1 << 20  # voxels per slab of textured_hu: a few MB, so each slab's steps stay in cache
 
-    Drawn on a coarse grid of ``feature_mm`` cells and linearly upsampled, so its look does not depend on the
-    voxel size and it costs little. The gradient (+-0.8 from front to back) mimics the denser dependent lung.
+
+def textured_hu(
+    tissues: np.ndarray, table: np.ndarray, grid: Grid, rng: np.random.Generator, feature_mm: float = 6.0
+) -> np.ndarray:
+    """HU of a tissue map: each tissue's ``table`` value plus its texture amplitude times a smooth random field.
+
+    The field is smooth noise (float32, about unit variance, clipped to +-3) plus a posterior gradient (+-0.8
+    from front to back, the denser dependent lung). The noise is drawn on a coarse grid of ``feature_mm`` cells
+    and linearly upsampled (:func:`resize_linear`), so its look does not depend on the voxel size. The last
+    upsampling step (along k) is done slab by slab along i, together with the two table lookups, so that a
+    full-size volume needs no volume-sized temporary; the result equals, bit for bit,
+    ``table[tissues] + (resize_linear(coarse, shape) + gradient) * texture_amplitudes()[tissues]``.
+
+    Args:
+        tissues: uint8 :class:`Tissue` map.
+        table: per-case HU of each tissue (float32, :func:`tissue_hu`).
+        grid: the map's grid.
+        rng: the case's generator (draws the coarse noise).
+        feature_mm: size of the texture's cells.
+
+    Returns:
+        The HU volume (float32).
     """
+    coarse = texture_noise(grid, rng, feature_mm)
+    n0, n1, n2 = grid.shape
+    planes = resize_linear(coarse, (n0, n1, coarse.shape[2]))  # upsampled in-plane only: a few MB
+    m = planes.shape[2]
+    if m == n2:
+        counts, weight, steps = np.ones(m, dtype=int), None, None
+    else:
+        lower, weight = _linear_steps(m, n2)
+        counts = np.bincount(lower, minlength=m)  # lower is sorted: repeating by counts gathers it
+        steps = np.take(planes, np.minimum(np.arange(m) + 1, m - 1), axis=2) - planes  # upper - lower
+    gradient = np.linspace(-0.8, 0.8, n1, dtype=np.float32)[None, :, None]
+    amplitudes = texture_amplitudes()
+    hu = np.empty(grid.shape, dtype=np.float32)
+    rows = max(1, _CHUNK_VOXELS // (n1 * n2))
+    for start in range(0, n0, rows):
+        part = slice(start, start + rows)
+        field = np.repeat(planes[part], counts, axis=2)
+        if steps is not None:
+            step = np.repeat(steps[part], counts, axis=2)
+            step *= weight
+            field += step
+        field += gradient
+        kinds = tissues[part]
+        field *= np.take(amplitudes, kinds)
+        out = hu[part]
+        np.take(table, kinds, out=out, mode="clip")
+        out += field
+    return hu
+
+
+def texture_noise(grid: Grid, rng: np.random.Generator, feature_mm: float = 6.0) -> np.ndarray:
+    """The coarse noise of :func:`textured_hu`: cells of ``feature_mm``, smoothed, unit SD, clipped to +-3."""
     coarse_shape = tuple(int(n) for n in np.ceil(grid.field_mm / feature_mm).astype(int) + 2)
     coarse = rng.standard_normal(coarse_shape, dtype=np.float32)
     coarse = ndimage.gaussian_filter(coarse, 1.0, mode="wrap")
     coarse /= max(float(coarse.std()), 1e-6)
     np.clip(coarse, -3.0, 3.0, out=coarse)
-    field = resize_linear(coarse, grid.shape)
-    gradient = np.linspace(-0.8, 0.8, grid.shape[1], dtype=np.float32)
-    field += gradient[None, :, None]
-    return field
+    return coarse
+
+
+def _linear_steps(m: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lower source index and float32 weight of each of ``n`` corner-aligned samples of ``m`` values."""
+    position = np.linspace(0.0, m - 1.0, n)
+    lower = np.minimum(np.floor(position).astype(int), max(m - 2, 0))
+    return lower, (position - lower).astype(np.float32)
 
 
 def resize_linear(array: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
@@ -356,9 +411,7 @@ def resize_linear(array: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
         m = out.shape[axis]
         if m == n:
             continue
-        position = np.linspace(0.0, m - 1.0, n)
-        lower = np.minimum(np.floor(position).astype(int), max(m - 2, 0))
-        weight = (position - lower).astype(np.float32)
+        lower, weight = _linear_steps(m, n)
         upper = np.minimum(lower + 1, m - 1)
         view = [1, 1, 1]
         view[axis] = n

@@ -21,8 +21,7 @@ from pe_segmentation.data.phantom.anatomy import (
     REFERENCE_FIELD_MM,
     Chest,
     Tissue,
-    smooth_texture,
-    texture_amplitudes,
+    textured_hu,
     tissue_hu,
 )
 from pe_segmentation.data.phantom.emboli import EmbolusInfo, clot_edges, place_emboli, with_label_hu
@@ -363,11 +362,7 @@ def _hu_image(
     table = tissue_hu(rng)
     if acquisition is not None:
         acquisition.set_table(table)
-    texture = smooth_texture(grid, rng)
-    hu = table[tissues]
-    texture *= texture_amplitudes()[tissues]
-    hu += texture
-    del texture
+    hu = textured_hu(tissues, table, grid, rng)
     if emboli:
         clot_hu = np.array([0.0] + [e.hu for e in emboli], dtype=np.float32)
         hu[clot_voxels] = clot_hu[instances[clot_voxels]]
