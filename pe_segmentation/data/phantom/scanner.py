@@ -37,6 +37,7 @@ import numpy as np
 from scipy import ndimage
 
 from pe_segmentation.data.phantom.anatomy import Chest, Tissue
+from pe_segmentation.data.phantom.filters import add_normal_noise, correlate_first_axis, dilate, slabs
 from pe_segmentation.data.phantom.geometry import Capsule, Grid
 
 PROFILES = ("uniform", "clinical")
@@ -282,20 +283,24 @@ def acquire(
     """Turn a tissue HU volume (float32, in place) into a reconstructed image of ``draw``'s scanner.
 
     Order as in a scan: motion blur of the object, then noise, then the reconstruction filter (kernel in-plane,
-    slice thickness along z) shaping both, then the SVC's streaks.
+    slice thickness along z) shaping both, then the SVC's streaks. All of it runs slab by slab
+    (:mod:`.filters`): noise and the filters along j and k on each slab in turn, then the filter along i.
     """
     if draw.motion_mm > 0:
         _motion_blur(hu, tissues, grid, draw.motion_mm, diaphragm_top_mm)
     inplane, along_z = axis_kernels(draw)
+    noise_sd = 0.0
     if draw.noise_hu > 0:
         gain = math.sqrt(float(np.sum(inplane.astype(np.float64) ** 2))) ** 2
         gain *= math.sqrt(float(np.sum(along_z.astype(np.float64) ** 2)))
-        noise = rng.standard_normal(grid.shape, dtype=np.float32)
-        noise *= np.float32(draw.noise_hu / gain)
-        hu += noise
-        del noise
-    for axis, weights in ((0, inplane), (1, inplane), (2, along_z)):
-        ndimage.correlate1d(hu, weights, axis=axis, output=hu, mode="nearest")
+        noise_sd = draw.noise_hu / gain
+    for part in slabs(hu.shape):
+        block = hu[part]
+        if noise_sd > 0:
+            add_normal_noise(block, noise_sd, rng)
+        ndimage.correlate1d(block, inplane, axis=1, output=block, mode="nearest")
+        ndimage.correlate1d(block, along_z, axis=2, output=block, mode="nearest")
+    correlate_first_axis(hu, inplane)
     if draw.streaks_hu > 0:
         _add_streaks(hu, grid, svc, draw.streaks_hu, rng)
 
@@ -303,25 +308,39 @@ def acquire(
 def _motion_blur(
     hu: np.ndarray, tissues: np.ndarray, grid: Grid, motion_mm: float, diaphragm_top_mm: float
 ) -> None:
-    """Blur the lung bases along z and y (breathing and cardiac motion), fading out 60 mm above the domes."""
+    """Blur the lung bases along z and y (breathing and cardiac motion), fading out 60 mm above the domes.
+
+    Moving tissue (:data:`_MOVING`, grown by one voxel) takes the blurred value, weighted by the fade. Nothing
+    moves along x, so each slab along i is blurred on its own.
+    """
     fade_mm = 60.0
     z = grid.axis(2)
     slab = np.flatnonzero(z <= diaphragm_top_mm + fade_mm)
     if slab.size == 0:
         return
     region = slice(int(slab[0]), int(slab[-1]) + 1)
-    sub = hu[:, :, region]
     sigma_mm = motion_mm / _FWHM
     sigmas = (0.0, 0.5 * sigma_mm / grid.spacing[1], sigma_mm / grid.spacing[2])
-    blurred = ndimage.gaussian_filter(sub, sigmas, mode="nearest", truncate=2.5)
     weight = np.clip((diaphragm_top_mm + fade_mm - z[region]) / fade_mm, 0.0, 1.0).astype(np.float32)
-    moving = np.isin(tissues[:, :, region], _MOVING)
-    moving = ndimage.binary_dilation(moving, iterations=1)
-    mix = moving * weight[None, None, :]
-    sub += (blurred - sub) * mix
+    reach = int(2.5 * sigmas[1] + 0.5)  # the blur's radius along j (scipy's, at truncate=2.5)
+    n = hu.shape[0]
+    for part in slabs(hu.shape):
+        low, high = max(part.start - 1, 0), min(part.stop + 1, n)  # one more plane each side for the dilation
+        moving = dilate(np.take(_MOVING, tissues[low:high, :, region], mode="wrap"))
+        moving = moving[part.start - low : part.stop - low]
+        moving_j = np.flatnonzero(moving.any(axis=(0, 2)))
+        if moving_j.size == 0:
+            continue
+        # blur only the columns that move, with the blur's reach: the same values there as blurring it all
+        cols = slice(max(int(moving_j[0]) - reach, 0), int(moving_j[-1]) + 1 + reach)
+        sub = hu[part][:, cols, region]
+        blurred = ndimage.gaussian_filter(sub, sigmas, mode="nearest", truncate=2.5)
+        mix = moving[:, cols] * weight[None, None, :]
+        sub += (blurred - sub) * mix
 
 
-_MOVING = np.array(
+_MOVING = np.isin(
+    np.arange(len(Tissue)),
     [
         Tissue.LUNG,
         Tissue.PULMONARY_ARTERY,
@@ -330,8 +349,7 @@ _MOVING = np.array(
         Tissue.MUCUS_BRONCHUS,
         Tissue.AIRWAY,
     ],
-    dtype=np.uint8,
-)
+)  # indexed by Tissue: whether it moves with breathing
 
 
 def _add_streaks(hu: np.ndarray, grid: Grid, svc: Capsule, peak_hu: float, rng: np.random.Generator) -> None:
