@@ -49,8 +49,14 @@ def _uid(seed: str | None, *parts: object) -> str:
 def _stored_values(hu: np.ndarray, signed: bool, intercept: float) -> np.ndarray:
     """HU -> stored integers (slope 1), clipped to the stored type's range."""
     info = np.iinfo(np.int16 if signed else np.uint16)
-    stored = np.rint(np.asarray(hu, dtype=np.float64) - intercept)
-    return np.clip(stored, info.min, info.max).astype(np.int16 if signed else np.uint16)
+    hu = np.asarray(hu)
+    if np.issubdtype(hu.dtype, np.integer) and float(intercept).is_integer():  # exact in integers, and faster
+        stored = hu.astype(np.int64)
+        stored -= np.int64(intercept)
+    else:
+        stored = np.rint(hu.astype(np.float64) - intercept)
+    np.clip(stored, stored.dtype.type(info.min), stored.dtype.type(info.max), out=stored)  # typed: fast path
+    return stored.astype(np.int16 if signed else np.uint16)
 
 
 def write_dicom_series(
@@ -191,11 +197,14 @@ def _write_slices(
 ) -> list[str]:
     """Write one file per slice into ``staging``, numbered in ``order``, and return the file names by slice k."""
     origin, direction, spacing = geometry_from_affine(volume.affine)
-    stored = _stored_values(volume.array, encoding.signed, encoding.intercept)
+    # one transposed copy, [k, j, i]: each slice's rows x columns contiguous, not gathered slice by slice
+    stored = np.ascontiguousarray(
+        _stored_values(volume.array, encoding.signed, encoding.intercept).transpose(2, 1, 0)
+    )
     names = [""] * len(order)
     for number, k in enumerate(order, start=1):
         ds = _slice_dataset(
-            stored[:, :, k].T,
+            stored[k],
             position=origin + direction[:, 2] * spacing[2] * k,
             orientation=direction[:, :2].T.ravel(),
             pixel_spacing=(spacing[1], spacing[0]),
