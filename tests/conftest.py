@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
@@ -57,3 +58,18 @@ def set_dicom_tags(folder: Path, index: int, **tags: object) -> None:
     for keyword, value in tags.items():
         setattr(ds, keyword, value)
     ds.save_as(path)
+
+
+def write_seed_fumpe_mask(
+    path: Path, array: np.ndarray, spacing=(0.7, 0.8, 2.0), origin_ras=(120.8, 158.5, -935.5)
+) -> Path:
+    """A FUMPE mask as the seed project ships them (``label/PAT001.nii.gz``): uint8, slices as given, a qform
+    (code 1) with the spacing and an origin whose slice axis claims +z whatever the slices' real order, no sform."""
+    affine = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])
+    affine[:3, 3] = origin_ras
+    image = nib.Nifti1Image(np.asarray(array, dtype=np.uint8), None)
+    image.set_qform(affine, code=1)
+    image.set_sform(None, code=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(image, path)
+    return path

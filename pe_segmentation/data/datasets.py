@@ -11,7 +11,8 @@ Layouts:
 * :func:`from_datalist`: an MSD-style JSON (``{"training": [{"image": ..., "label": ...}], ...}``), paths
   relative to the JSON's folder. :func:`from_synthetic` reads the phantom generator's ``datalist.json``.
 * :func:`from_folder`: ``images/`` and ``labels/`` folders matched by case name.
-* :func:`from_fumpe`: FUMPE (DICOM folders + MATLAB masks), masks converted once to NIfTI in a cache folder.
+* :func:`from_fumpe`: FUMPE (DICOM folders + MATLAB masks, or the seed project's NIfTI masks), masks converted
+  once to NIfTI on the series' grid in a cache folder.
 * :func:`from_cadpe`: CAD-PE (``.nrrd`` CT + ``RefStd.nrrd`` labels).
 
 :func:`build_dataset` wraps the list with no cache, an in-memory cache or a disk cache.
@@ -39,7 +40,7 @@ from pe_segmentation.data.case_items import (
 )
 from pe_segmentation.data.transforms import CACHE_READ_ONLY_ATTR, fingerprint_hash
 from pe_segmentation.errors import ConfigError, InputDataError
-from pe_segmentation.io.fumpe import read_fumpe_mask
+from pe_segmentation.io.fumpe import fumpe_mask_files, read_fumpe_label
 from pe_segmentation.io.loader import load_volume
 from pe_segmentation.io.volume_files import is_volume_file, write_volume
 
@@ -228,52 +229,69 @@ def _refuse_unpaired(folder: Path, what: str, names: Sequence[str]) -> None:
         raise InputDataError(f"{folder}: no {what} for {listing(names)}")
 
 
-#: FUMPE sub-folders: one DICOM folder per patient, one MATLAB mask per patient.
-FUMPE_SCANS = "CT_scans"
-FUMPE_MASKS = "GroundTruth"
+#: FUMPE sub-folders, the first of each found: DICOM series, one folder per patient (FUMPE's ``CT_scans/``;
+#: ``image/`` or ``images/`` beside the seed project's masks), and one mask per patient (FUMPE's
+#: ``GroundTruth/PAT001.mat``; the seed project's ``label/PAT001.nii.gz``).
+FUMPE_SCANS = ("CT_scans", "image", "images")
+FUMPE_MASKS = ("GroundTruth", "label")
 
 
-def _fumpe_label(series_dir: Path, mat_path: Path, cache_dir: Path) -> Path:
+def _first_folder(root: Path, dataset: str, names: Sequence[str]) -> Path:
+    """``root/name`` for the first of ``names`` that is a folder."""
+    for name in names:
+        if (root / name).is_dir():
+            return root / name
+    raise InputDataError(
+        f"{root}: {dataset} folder not found (expected {' or '.join(name + '/' for name in names)})"
+    )
+
+
+def _fumpe_label(series_dir: Path, mask_path: Path, cache_dir: Path) -> Path:
     """The patient's mask as NIfTI on its series' grid, converted unless a newer conversion is cached."""
     target = cache_dir / f"{series_dir.name}_label.nii.gz"
     if target.is_file():
-        newest_source = max(mat_path.stat().st_mtime_ns, series_dir.stat().st_mtime_ns)
+        newest_source = max(mask_path.stat().st_mtime_ns, series_dir.stat().st_mtime_ns)
         if target.stat().st_mtime_ns >= newest_source:
             return target
-    log.info("FUMPE: converting %s to %s", mat_path, target)
+    log.info("FUMPE: converting %s to %s", mask_path, target)
     reference = load_volume(series_dir)  # the grid the mask must match, as PESegReader reads the series
-    write_volume(read_fumpe_mask(mat_path, reference), target)
+    write_volume(read_fumpe_label(mask_path, reference), target)
     return target
 
 
 def from_fumpe(root: str | os.PathLike[str], cache_dir: str | os.PathLike[str]) -> list[CaseItem]:
     """Cases of the FUMPE data set; masks are converted once into NIfTI files aligned with the DICOM series.
 
-    Layout assumed (the one FUMPE is distributed with)::
+    Two layouts are read: the one FUMPE is distributed with, and the seed project's::
 
         root/CT_scans/PAT001/*.dcm      one folder per patient holding its CTPA series (any file names;
-                                        sub-folders are searched)
-        root/GroundTruth/PAT001.mat     MATLAB mask, variable ``Mask`` (rows x columns x slices), v5 or v7.3
+                                        sub-folders are searched); or root/image/PAT001/
+        root/GroundTruth/PAT001.mat     MATLAB mask, variable ``Mask`` (rows x columns x slices), v5 or v7.3,
+                                        slices in InstanceNumber order
+        root/label/PAT001.nii.gz        or the seed project's NIfTI mask: columns x rows x slices, slices in
+                                        the order of the series' file names (reversed to fit the series,
+                                        with a warning, where the names run against slice position)
 
     MONAI's ``LoadImaged`` reads each key on its own, so the label must be a file on the image's grid: each
-    ``.mat`` is converted to ``cache_dir/PAT001_label.nii.gz`` (on the grid the DICOM reader gives the series)
-    and reused while it is newer than both the ``.mat`` file and the series folder.
+    mask is converted to ``cache_dir/PAT001_label.nii.gz`` (on the grid the DICOM reader gives the series)
+    and reused while it is newer than both the mask and the series folder. See :mod:`pe_segmentation.io.fumpe`.
 
     Args:
-        root: the FUMPE folder.
+        root: the FUMPE folder (the seed project's ``FUM_PE_data``).
         cache_dir: where converted masks are kept (created).
 
     Raises:
-        InputDataError: missing folders, a series without a mask or a mask without a series, a mask that does
-            not fit its series.
+        InputDataError: missing folders, a series without a mask or a mask without a series, a patient with
+            two masks, a mask that does not fit its series.
     """
     root = Path(root).expanduser()
-    scans_dir, masks_dir = _dataset_folders(root, "FUMPE", FUMPE_SCANS, FUMPE_MASKS)
+    scans_dir = _first_folder(root, "FUMPE series", FUMPE_SCANS)
+    masks_dir = _first_folder(root, "FUMPE mask", FUMPE_MASKS)
     series = {p.name: p for p in sorted(scans_dir.iterdir()) if p.is_dir() and not p.name.startswith(".")}
-    masks = {p.stem: p for p in sorted(masks_dir.glob("*.mat"))}
+    masks = fumpe_mask_files(masks_dir)
     if not series:
         raise InputDataError(f"{scans_dir}: no patient folders")
-    _refuse_unpaired(masks_dir, "mask", [f"{name}.mat" for name in sorted(series.keys() - masks.keys())])
+    _refuse_unpaired(masks_dir, "mask", sorted(series.keys() - masks.keys()))
     _refuse_unpaired(
         scans_dir, "series folder", [masks[n].name for n in sorted(masks.keys() - series.keys())]
     )

@@ -6,7 +6,7 @@ Everything is read into a :class:`Volume` (voxels ``[i, j, k]`` and a RAS affine
 
 from pe_segmentation.io.dicom_reader import read_dicom_series
 from pe_segmentation.io.dicom_writer import write_dicom_series
-from pe_segmentation.io.fumpe import read_fumpe_mask
+from pe_segmentation.io.fumpe import read_fumpe_label, read_fumpe_mask, read_fumpe_nifti_mask
 from pe_segmentation.io.loader import load_volume
 from pe_segmentation.io.volume import Volume
 from pe_segmentation.io.volume_files import read_volume, write_volume
@@ -15,7 +15,9 @@ __all__ = [
     "Volume",
     "load_volume",
     "read_dicom_series",
+    "read_fumpe_label",
     "read_fumpe_mask",
+    "read_fumpe_nifti_mask",
     "read_volume",
     "write_dicom_series",
     "write_volume",

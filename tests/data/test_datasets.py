@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from conftest import write_seed_fumpe_mask
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
 
 from pe_segmentation.data.datasets import (
@@ -26,7 +28,7 @@ from pe_segmentation.data.transforms import build_preprocessing, build_train_tra
 from pe_segmentation.errors import ConfigError, InputDataError
 from pe_segmentation.io.dicom_writer import write_dicom_series
 from pe_segmentation.io.volume import Volume, affine_from_geometry
-from pe_segmentation.io.volume_files import write_volume
+from pe_segmentation.io.volume_files import read_volume, write_volume
 
 NO_RESAMPLE = PreprocessingSettings(spacing=None, crop_foreground=False)
 SHAPE = (24, 20, 8)
@@ -241,15 +243,57 @@ def test_fumpe_conversion_is_cached_until_the_mask_changes(fumpe_root: Path, tmp
 
 
 def test_fumpe_layout_errors(fumpe_root: Path, tmp_path: Path):
-    with pytest.raises(InputDataError, match="CT_scans: FUMPE folder not found"):
+    with pytest.raises(
+        InputDataError, match=r"nothing: FUMPE series folder not found \(expected CT_scans/ or"
+    ):
         from_fumpe(tmp_path / "nothing", tmp_path / "cache")
     (fumpe_root / "GroundTruth" / "PAT002.mat").unlink()
-    with pytest.raises(InputDataError, match=r"GroundTruth: no mask for PAT002\.mat"):
+    with pytest.raises(InputDataError, match=r"GroundTruth: no mask for PAT002$"):
         from_fumpe(fumpe_root, tmp_path / "cache")
     touch(fumpe_root / "GroundTruth" / "PAT002.mat")
     touch(fumpe_root / "GroundTruth" / "PAT009.mat")
     with pytest.raises(InputDataError, match=r"CT_scans: no series folder for PAT009\.mat"):
         from_fumpe(fumpe_root, tmp_path / "cache")
+    touch(fumpe_root / "GroundTruth" / "PAT002.nii.gz")
+    with pytest.raises(
+        InputDataError, match=r"GroundTruth: two masks for PAT002 \(PAT002\.mat, PAT002\.nii\.gz\)"
+    ):
+        from_fumpe(fumpe_root, tmp_path / "cache")
+    empty = tmp_path / "empty"
+    (empty / "image").mkdir(parents=True)
+    with pytest.raises(
+        InputDataError, match=r"empty: FUMPE mask folder not found \(expected GroundTruth/ or label/\)"
+    ):
+        from_fumpe(empty, tmp_path / "cache")
+
+
+@pytest.fixture
+def seed_fumpe_root(tmp_path: Path) -> Path:
+    """The seed project's layout: ``FUM_PE_data/image/PATxxx/`` DICOM and ``FUM_PE_data/label/PATxxx.nii.gz``.
+    PAT001: file names follow slice position. PAT002: they run against it, and so do its mask's slices."""
+    root = tmp_path / "FUM_PE_data"
+    image, label = phantom()
+    n = SHAPE[2]
+    write_dicom_series(image, root / "image" / "PAT001", uid_seed="PAT001")
+    write_seed_fumpe_mask(root / "label" / "PAT001.nii.gz", label.array)
+    write_dicom_series(image, root / "image" / "PAT002", uid_seed="PAT002", file_order=list(range(n))[::-1])
+    write_seed_fumpe_mask(root / "label" / "PAT002.nii.gz", label.array[:, :, ::-1])  # slices by file name
+    return root
+
+
+def test_fumpe_seed_layout_masks_land_on_the_series_grid(seed_fumpe_root: Path, tmp_path: Path, caplog):
+    with caplog.at_level(logging.WARNING, logger="pe_segmentation.io.fumpe"):
+        items = from_fumpe(seed_fumpe_root, tmp_path / "cache")
+    assert [i["case"] for i in items] == ["PAT001", "PAT002"]
+    assert items[1]["image"] == str((seed_fumpe_root / "image" / "PAT002").resolve())
+    for item in items:
+        assert_label_on_cube(item)
+        assert sorted(map(tuple, np.argwhere(read_volume(item["label"]).array > 0))) == sorted(
+            (i, j, k) for i in range(8, 12) for j in range(6, 10) for k in range(2, 5)
+        )
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("PAT002: ")
 
 
 # -------------------------------------------------------------------------------------------------- CAD-PE
