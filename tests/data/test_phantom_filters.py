@@ -9,17 +9,11 @@ import pytest
 from scipy import ndimage
 
 from pe_segmentation.data.phantom import Tissue, draw_scanner, filters
-from pe_segmentation.data.phantom.anatomy import (
-    Chest,
-    resize_linear,
-    texture_amplitudes,
-    texture_noise,
-    textured_hu,
-    tissue_hu,
-)
+from pe_segmentation.data.phantom.anatomy import Chest, texture_amplitudes, tissue_hu
 from pe_segmentation.data.phantom.filters import add_normal_noise, correlate_first_axis, dilate
 from pe_segmentation.data.phantom.geometry import Grid
 from pe_segmentation.data.phantom.scanner import acquire, axis_kernels, diaphragm_top_mm, superior_vena_cava
+from pe_segmentation.data.phantom.texture import resize_linear, texture_noise, textured_hu
 
 MOVING = [
     Tissue.LUNG,

@@ -21,7 +21,6 @@ from pe_segmentation.data.phantom.anatomy import (
     REFERENCE_FIELD_MM,
     Chest,
     Tissue,
-    textured_hu,
     tissue_hu,
 )
 from pe_segmentation.data.phantom.emboli import EmbolusInfo, clot_edges, place_emboli, with_label_hu
@@ -37,6 +36,7 @@ from pe_segmentation.data.phantom.scanner import (
     paint_svc,
     superior_vena_cava,
 )
+from pe_segmentation.data.phantom.texture import textured_hu
 from pe_segmentation.data.phantom.vessels import Branch, build_tree, render_lumen
 from pe_segmentation.errors import ConfigError
 from pe_segmentation.io.volume import Volume
