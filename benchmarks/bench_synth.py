@@ -8,7 +8,8 @@ to end ``generate_phantom`` time. Peers: the irreducible numpy/scipy work any su
 volume (draw Gaussian noise, blur, round to int16) and writing the image as compressed NIfTI.
 
 Goals on a 2-core CPU: a default uniform case (256 x 256 x 200) in well under 3 s, a full-size 512 x 512 x 300
-case at 0.7 mm in about 6 s, with the clinical profile as well as the uniform one.
+case at 0.7 mm in under 6 s, with the clinical profile as well as the uniform one (measured with other jobs on
+the CPU: clinical about 2.5-3.5 s, uniform 3-4 s; docs/phantoms.md).
 
     .venv/bin/python benchmarks/bench_synth.py [--repeats 3] [--quick]
 """
