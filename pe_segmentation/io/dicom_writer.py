@@ -197,14 +197,12 @@ def _write_slices(
 ) -> list[str]:
     """Write one file per slice into ``staging``, numbered in ``order``, and return the file names by slice k."""
     origin, direction, spacing = geometry_from_affine(volume.affine)
-    # one transposed copy, [k, j, i]: each slice's rows x columns contiguous, not gathered slice by slice
-    stored = np.ascontiguousarray(
-        _stored_values(volume.array, encoding.signed, encoding.intercept).transpose(2, 1, 0)
-    )
+    # one transposed copy, [k, j, i], so each slice's rows x columns are contiguous; stored values per slice
+    slices = np.ascontiguousarray(np.asarray(volume.array).transpose(2, 1, 0))
     names = [""] * len(order)
     for number, k in enumerate(order, start=1):
         ds = _slice_dataset(
-            stored[k],
+            _stored_values(slices[k], encoding.signed, encoding.intercept),
             position=origin + direction[:, 2] * spacing[2] * k,
             orientation=direction[:, :2].T.ravel(),
             pixel_spacing=(spacing[1], spacing[0]),
