@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from pe_segmentation.api import dataset_overrides, preprocess
+from pe_segmentation.commands.train import add_config_arguments
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -18,17 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "data.store_dir (default <run_dir>/cache/store); cases already there with the same preprocessing "
         "are kept. Takes the flags of `pe-seg train` that choose the data and the preprocessing.",
     )
-    parser.add_argument(
-        "--config", "-c", type=Path, help="YAML recipe (configs/*.yaml); defaults when omitted"
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set preprocessing.spacing=[1,1,1] (repeatable)",
-    )
+    add_config_arguments(parser, "preprocessing.spacing=[1,1,1]")
     parser.add_argument(
         "--dataset", help="datalist JSON, synthetic folder or images/labels folder (data.path)"
     )

@@ -22,13 +22,9 @@ LEGACY_FLAGS = {
 }
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "train",
-        help="train a segmentation network from a YAML recipe",
-        description="Train a network. Any config key can be overridden with --set SECTION.KEY=VALUE; the flags "
-        "below are shortcuts for common keys (and the original project's flags).",
-    )
+def add_config_arguments(parser: argparse.ArgumentParser, set_example: str) -> None:
+    """``--config`` and ``--set``: the recipe and its overrides, as every command that reads a training config
+    takes them (``pe-seg train``, ``pe-seg preprocess``)."""
     parser.add_argument(
         "--config", "-c", type=Path, help="YAML recipe (configs/*.yaml); defaults when omitted"
     )
@@ -38,8 +34,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config key, e.g. --set optimizer.lr=3e-4 (repeatable)",
+        help=f"override a config key, e.g. --set {set_example} (repeatable)",
     )
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a segmentation network from a YAML recipe",
+        description="Train a network. Any config key can be overridden with --set SECTION.KEY=VALUE; the flags "
+        "below are shortcuts for common keys (and the original project's flags).",
+    )
+    add_config_arguments(parser, "optimizer.lr=3e-4")
     parser.add_argument("--resume", type=Path, help="continue a run: its folder or one of its checkpoints")
     parser.add_argument("--checkpoint", type=Path, help="start from these weights only (fine-tuning)")
     parser.add_argument("--model", help="network name (model.name)")
