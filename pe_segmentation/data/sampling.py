@@ -16,6 +16,7 @@ its patch.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -35,13 +36,19 @@ from monai.utils import fall_back_tuple
 FG_INDICES_POSTFIX = "_fg_indices"
 
 
-def foreground_indices(label: Any) -> np.ndarray:
+def foreground_indices(label: Any, classes: Sequence[int] | None = None) -> np.ndarray:
     """Sorted raveled spatial indices of the foreground of ``label`` ``(C, *spatial)``, as MONAI's
     ``map_binary_to_indices`` defines it: non-zero voxels of a one-channel label; of a multi-channel label,
-    voxels where any channel but the first (one-hot background) is non-zero."""
+    voxels where any channel but the first (one-hot background) is non-zero. With ``classes``, the voxels of a
+    one-channel class map whose value is one of them (of a one-hot label: those channels)."""
     array = label.detach().cpu().numpy() if isinstance(label, torch.Tensor) else np.asarray(label)
     if array.ndim < 2:
         raise ValueError(f"expected a channel-first label (C, *spatial), got shape {array.shape}")
+    if classes is not None:
+        chosen = list(classes)
+        if array.shape[0] == 1:
+            return np.flatnonzero(np.isin(array[0], chosen))
+        return np.flatnonzero(array[chosen].reshape(len(chosen), -1).any(axis=0))
     if array.shape[0] == 1:
         return np.flatnonzero(array[0])
     return np.flatnonzero(array[1:].reshape(array.shape[0] - 1, -1).any(axis=0))
@@ -87,14 +94,20 @@ class ForegroundIndicesd(MapTransform):
     here because MONAI's ``FgBgToIndicesd`` also stores the background indices (see the module docstring).
     """
 
-    def __init__(self, keys: Sequence[Hashable] | Hashable, allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self,
+        keys: Sequence[Hashable] | Hashable,
+        classes: Sequence[int] | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
+        self.classes = None if classes is None else tuple(classes)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
             # a tensor, not an array: pe-seg's disk cache loads with torch.load(weights_only=True)
-            d[f"{key}{FG_INDICES_POSTFIX}"] = torch.from_numpy(foreground_indices(d[key]))
+            d[f"{key}{FG_INDICES_POSTFIX}"] = torch.from_numpy(foreground_indices(d[key], self.classes))
         return d
 
 
@@ -142,17 +155,21 @@ class RandOffsetPosNegCropd(RandCropByPosNegLabeld):
         if bg is None:
             bg = BackgroundIndices(torch.as_tensor(fg).cpu().numpy(), math.prod(shape))
         size = [int(n) for n in fall_back_tuple(cropper.spatial_size, default=shape)]
-        # The sampled voxels themselves: MONAI's sampler with a 1-voxel crop, which it never moves.
-        voxels = generate_pos_neg_label_crop_centers(
-            (1,) * len(size),
-            cropper.num_samples,
-            cropper.pos_ratio,
-            shape,
-            fg,
-            bg,  # type: ignore[arg-type]  # MONAI only takes len() and items, which BackgroundIndices serves
-            cropper.R,
-            cropper.allow_smaller,
-        )
+        # The sampled voxels themselves: MONAI's sampler with a 1-voxel crop, which it never moves. A case
+        # without emboli (a normal scan, trained on on purpose) gets only negative patches; MONAI's warning
+        # about it would repeat for every draw of every such case.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Num foregrounds 0", category=UserWarning)
+            voxels = generate_pos_neg_label_crop_centers(
+                (1,) * len(size),
+                cropper.num_samples,
+                cropper.pos_ratio,
+                shape,
+                fg,
+                bg,  # type: ignore[arg-type]  # MONAI only takes len() and items, which BackgroundIndices serves
+                cropper.R,
+                cropper.allow_smaller,
+            )
         # A patch of size n centred at c covers [c - n // 2, c - n // 2 + n): a voxel v stays inside for centres
         # v + d with d in [n // 2 - n + 1, n // 2]; pulling the centre back inside the volume keeps it there.
         low = np.array([n // 2 - n + 1 for n in size])

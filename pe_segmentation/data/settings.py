@@ -136,6 +136,9 @@ class PatchSettings(SettingsSection):
         samples_per_volume: patches drawn from each loaded volume per epoch.
         pos_fraction: expected fraction of patches centred on embolus voxels; the rest are centred on
             background voxels. 1.0 gives only patches that contain label foreground.
+        positive_classes: the label values a positive patch is centred on; ``None``: any non-zero value. With
+            an artery class as a second target (phantoms labelled ``--vessel-label``: 1 embolus, 2 artery),
+            ``[1]`` keeps positive patches on emboli, whose voxels are a few percent of the tree's.
         spatial_dims: 3 for volumetric networks, 2 for networks trained on axial slices.
     """
 
@@ -144,6 +147,7 @@ class PatchSettings(SettingsSection):
     patch_size: tuple[int, ...] | None = None
     samples_per_volume: int = 4
     pos_fraction: float = 0.5
+    positive_classes: tuple[int, ...] | None = None
     spatial_dims: int = 3
 
     def __post_init__(self) -> None:
@@ -161,6 +165,13 @@ class PatchSettings(SettingsSection):
         self._set("patch_size", size)
         self._set("samples_per_volume", self._int("samples_per_volume", low=1))
         self._set("pos_fraction", self._number("pos_fraction", low=0.0, high=1.0))
+        if self.positive_classes is not None:
+            classes = self.positive_classes
+            if isinstance(classes, (str, bytes)) or not isinstance(classes, (list, tuple)) or not classes:
+                raise self._fail("positive_classes", f"expected a list of label values, got {classes!r}")
+            self._set(
+                "positive_classes", tuple(sorted({self._int("positive_classes", v, low=1) for v in classes}))
+            )
 
     @property
     def crop_size(self) -> tuple[int, int, int]:

@@ -135,9 +135,13 @@ class StoredCase:
     def spatial_shape(self) -> tuple[int, ...]:
         return self.shape[1:]
 
-    def foreground(self) -> np.ndarray:
-        """Sorted raveled spatial indices of the label's non-zero voxels (int64)."""
-        return np.load(self.folder / LABEL_INDICES_FILE)
+    def foreground(self, classes: Sequence[int] | None = None) -> np.ndarray:
+        """Sorted raveled spatial indices of the label's non-zero voxels (int64); with ``classes``, of the
+        voxels whose label value is one of them."""
+        indices = np.load(self.folder / LABEL_INDICES_FILE)
+        if classes is None:
+            return indices
+        return indices[np.isin(np.load(self.folder / LABEL_VALUES_FILE), list(classes))]
 
     def read(
         self, start: Sequence[int] | None = None, size: Sequence[int] | None = None

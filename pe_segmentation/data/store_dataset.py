@@ -104,6 +104,7 @@ class StorePatchDataset(Dataset):
         self.crop = patch.crop_size
         self.pad_value = air_hu(pre)
         self.sampler = build_patch_sampler(KEYS, patch)
+        self.positive_classes = patch.positive_classes
         self.transform = build_patch_transforms(pre, patch, aug, KEYS)
         # seeded as one chain, in the in-memory chain's order: the sampler, then the patch transforms
         self._random = Compose([self.sampler, *self.transform.transforms])
@@ -117,7 +118,7 @@ class StorePatchDataset(Dataset):
             self._random.set_random_state(seed=seed)
         case = StoredCase.open(self.folders[index])
         padded, offset = _padding(case.spatial_shape, self.crop)
-        foreground = case.foreground()
+        foreground = case.foreground(self.positive_classes)
         if padded != list(case.spatial_shape):
             coords = np.unravel_index(foreground, case.spatial_shape)
             foreground = np.ravel_multi_index(

@@ -283,7 +283,8 @@ def _patch_steps(
     )
     return [
         *pads,
-        ForegroundIndicesd(label_key),  # cached with the volume: sampling needs no pass over the label
+        # cached with the volume: sampling needs no pass over the label
+        ForegroundIndicesd(label_key, classes=patch.positive_classes),
         build_patch_sampler(keys, patch),
     ]
 
@@ -386,6 +387,8 @@ def build_train_transforms(
     steps += _after_crop(pre, patch, aug, keys, in_hu)
     # Only the deterministic prefix (preprocessing and padding) is cached, so only it enters the fingerprint.
     parts: dict[str, Any] = {"pad_hu": pad_hu, "window": "after_hu_augmentation"} if in_hu else {}
+    if patch.positive_classes is not None:  # the cached indices are of those classes only
+        parts["positive_classes"] = list(patch.positive_classes)
     fingerprint = transform_fingerprint(
         chain="train",
         keys=keys,

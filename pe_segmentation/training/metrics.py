@@ -2,7 +2,9 @@
 
 Averaging Dice over background and embolus, as ``include_background=True`` does with two output channels,
 reports about 0.5 for a network that never finds a clot (background Dice is ~1 on CT): every metric here is
-computed on the foreground channel alone.
+computed on the foreground channel alone. A network with more classes (an artery class beside the embolus, as
+phantoms labelled with ``--vessel-label`` train) is scored on the embolus class alone too: the best checkpoint is
+the one that segments emboli best, not arteries.
 
 Each metric is a MONAI ignite handler (``MeanDice``, ``MeanIoUHandler``, ``ConfusionMatrix``) over one-hot
 predictions and labels, computed per validation case and averaged over cases (cases with no embolus in the
@@ -19,7 +21,9 @@ import torch
 from ignite.metrics import Metric
 from monai.handlers import ConfusionMatrix, MeanDice, MeanIoUHandler
 from monai.handlers.utils import from_engine
-from monai.transforms import Activationsd, AsDiscreted, Compose
+from monai.transforms import Activationsd, AsDiscreted, Compose, Lambdad
+
+from pe_segmentation.data.phantom import LABEL_EMBOLUS
 
 #: Metric names, in the order of the metrics CSV.
 METRIC_NAMES = ("dice", "iou", "sensitivity", "specificity", "precision")
@@ -29,19 +33,26 @@ VAL_METRICS = tuple(f"val_{name}" for name in METRIC_NAMES)
 KEY_METRIC = "val_dice"
 
 
+def _embolus_channels(one_hot: torch.Tensor) -> torch.Tensor:
+    """A one-hot ``(C, *spatial)`` map as two channels: not embolus, embolus (class :data:`LABEL_EMBOLUS`)."""
+    embolus = one_hot[LABEL_EMBOLUS : LABEL_EMBOLUS + 1]
+    return torch.cat([1 - embolus, embolus])
+
+
 def validation_postprocessing(out_channels: int, threshold: float = 0.5) -> Compose:
     """Decollated ``{"pred": logits, "label": class map}`` -> one-hot ``pred`` and ``label``.
 
     Softmax outputs (``out_channels >= 2``) take the arg-max class; a single sigmoid channel is thresholded.
+    With more than two classes both maps keep two channels, not embolus and embolus, so that the metrics score
+    the embolus class alone.
     """
     if out_channels >= 2:
-        return Compose(
-            [
-                AsDiscreted(
-                    keys=("pred", "label"), argmax=(True, False), to_onehot=(out_channels, out_channels)
-                )
-            ]
-        )
+        steps: list[Any] = [
+            AsDiscreted(keys=("pred", "label"), argmax=(True, False), to_onehot=(out_channels, out_channels))
+        ]
+        if out_channels > 2:
+            steps.append(Lambdad(keys=("pred", "label"), func=_embolus_channels))
+        return Compose(steps)
     return Compose([Activationsd(keys="pred", sigmoid=True), AsDiscreted(keys="pred", threshold=threshold)])
 
 

@@ -258,3 +258,40 @@ def test_the_ct_foreground_normalisation_is_applied_when_reading(items, tmp_path
     whole = StoreCaseDataset(items, store, pre)[0]["image"]
     reference = build_val_transforms(pre)(dict(items[0]))["image"]
     assert float((whole - reference).abs().max()) <= tolerance
+
+
+@pytest.mark.parametrize("classes", [None, (1,)])
+def test_positive_patches_can_be_centred_on_one_class(tmp_path, classes):
+    """A 2^3 embolus (1) in one corner of a 40^3 volume and an 18^3 artery block (2) in the other: with
+    ``positive_classes: [1]`` every positive 6^3 patch holds the embolus; with any non-zero value positive, a
+    patch reaches the embolus only when drawn at one of its 8 of 5840 labelled voxels (never from the
+    distant artery). The store draws the in-memory chain's patches either way."""
+    image = np.full((40, 40, 40), 40.0, dtype=np.float32)
+    label = np.zeros((40, 40, 40), dtype=np.uint8)
+    label[2:4, 2:4, 2:4] = 1
+    label[20:38, 20:38, 20:38] = 2
+    nib.save(nib.Nifti1Image(image, np.eye(4)), tmp_path / "c.nii.gz")
+    nib.save(nib.Nifti1Image(label, np.eye(4)), tmp_path / "c_seg.nii.gz")
+    items = [{"case": "c", "image": str(tmp_path / "c.nii.gz"), "label": str(tmp_path / "c_seg.nii.gz")}]
+    pre = PreprocessingSettings(spacing=None, crop_foreground=False, binarize_label=False)
+    patch = PatchSettings(
+        patch_size=(6, 6, 6), samples_per_volume=40, pos_fraction=1.0, positive_classes=classes
+    )
+    store = _store(tmp_path / "store", pre)
+    fill_store(store, items)
+    patches = StorePatchDataset(items, store, pre, patch, None)[(0, 5)]
+    chain = build_train_transforms(pre, patch, None)
+    chain.set_random_state(seed=5)
+    for ref, mine in zip(chain(dict(items[0])), patches, strict=True):
+        assert torch.equal(mine["label"].as_tensor(), ref["label"].as_tensor())
+    with_embolus = sum(bool((p["label"] == 1).any()) for p in patches)
+    # any class: each draw lands on the embolus with probability 8 / 5840 (40 draws: 0 expected, 2 at most)
+    assert with_embolus == 40 if classes else with_embolus <= 2
+
+
+def test_positive_classes_are_checked():
+    with pytest.raises(Exception, match="positive_classes"):
+        PatchSettings(positive_classes=[0])
+    with pytest.raises(Exception, match="positive_classes"):
+        PatchSettings(positive_classes="1")
+    assert PatchSettings(positive_classes=[2, 1, 1]).positive_classes == (1, 2)

@@ -80,3 +80,25 @@ def test_evaluator_handlers_agree_with_the_reference():
     reference = foreground_metrics(torch.cat([c[0] for c in cases]), torch.cat([c[1] for c in cases]))
     for name in VAL_METRICS:
         assert engine.state.metrics[name] == pytest.approx(reference[name]), name
+
+
+def test_an_artery_class_is_left_out_of_the_scores():
+    # classes: 0 background, 1 embolus, 2 artery; the artery is predicted perfectly, the embolus as in HALF
+    class_map = torch.zeros(1, 4, 4, 4)
+    class_map[0, :2, :2, :2] = 1  # embolus (8 voxels)
+    class_map[0, 3, :, :] = 2  # artery (16 voxels)
+    predicted = torch.zeros(1, 4, 4, 4)
+    predicted[0, :2, :2, 1:3] = 1  # 4 of its 8 voxels on the embolus
+    predicted[0, 3, :, :] = 2
+    logits = one_hot(predicted[None], 3)[0] * 4.0 - 2.0
+    post = validation_postprocessing(out_channels=3)({"pred": logits, "label": class_map})
+    assert post["pred"].shape[0] == post["label"].shape[0] == 2
+    engine = Engine(lambda engine, index: [post])
+    key, extra = metric_handlers(out_channels=3)
+    for name, handler in {**key, **extra}.items():
+        handler.attach(engine, name)
+    engine.run([0])
+    # the embolus alone: Dice 0.5 (averaging in the perfect artery would give 0.75); precision 4 / 8
+    assert engine.state.metrics["val_dice"] == pytest.approx(0.5)
+    assert engine.state.metrics["val_precision"] == pytest.approx(0.5)
+    assert engine.state.metrics["val_specificity"] == pytest.approx(52 / 56)
