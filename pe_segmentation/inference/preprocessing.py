@@ -26,8 +26,13 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from monai.config import USE_COMPILED
 from monai.data import MetaTensor
+from monai.data.utils import AFFINE_TOL, to_affine_nd
+from monai.networks.utils import to_norm_affine
 from monai.transforms import Compose, EnsureTyped, ScaleIntensityRanged, Spacingd
+from monai.transforms.utils import resolves_modes
 from monai.utils import convert_to_numpy
 
 from pe_segmentation.data.settings import PreprocessingSettings
@@ -41,8 +46,6 @@ from pe_segmentation.runtime.devices import stitch_device
 SLAB_PLANES = 32
 #: Steps after ``Spacingd`` that act on each voxel alone, so that they may run slab by slab.
 VOXELWISE_STEPS = (ScaleIntensityRanged, EnsureTyped)
-#: Matrix entries below this count as zero when checking that the first axis maps onto itself alone.
-AXIS_TOLERANCE = 1e-6
 IMAGE_KEY = "image"
 
 
@@ -105,68 +108,79 @@ def _resample_in_slabs(after: Compose, data: dict[str, Any]) -> tuple[torch.Tens
         image = data[IMAGE_KEY]
         return torch.as_tensor(image, dtype=torch.float32), convert_to_numpy(image.affine, dtype=np.float64)
     spacing, rest = steps[0], steps[1:]
-    plan = _slab_plan(spacing, data[IMAGE_KEY]) if all(isinstance(s, VOXELWISE_STEPS) for s in rest) else None
-    if plan is None:
+    resampling = _slab_resampling(spacing, rest, data[IMAGE_KEY])
+    if resampling is None:
         whole = after(data)[IMAGE_KEY]
         return whole.as_tensor(), convert_to_numpy(whole.affine, dtype=np.float64)
-    source = data.pop(IMAGE_KEY)
-    out_affine, out_shape, xform = plan
-    resample = spacing.spacing_transform.sp_resample
-    options = {
-        "mode": spacing.mode[0],
-        "padding_mode": spacing.padding_mode[0],
-        "align_corners": spacing.align_corners[0],
-        "dtype": spacing.dtype[0],
-    }
-    out = torch.empty((source.shape[0], *out_shape), dtype=torch.float32, device=source.device)
+    theta, out_affine, out_shape = resampling
+    # what MONAI's SpatialResample hands to grid_sample: the whole input in float32, with a batch axis
+    source = data.pop(IMAGE_KEY).as_tensor().to(torch.float32)[None]
+    out = torch.empty((source.shape[1], *out_shape), dtype=torch.float32)
     finish = Compose(rest)
+    _, mode, padding_mode, _ = resolves_modes(spacing.mode[0], spacing.padding_mode[0])
+    options = {"mode": mode, "padding_mode": padding_mode, "align_corners": bool(spacing.align_corners[0])}
+    lines = [_base_line(n, options["align_corners"]) for n in out_shape]
     for start in range(0, out_shape[0], SLAB_PLANES):
         stop = min(start + SLAB_PLANES, out_shape[0])
-        low, high = _input_planes(xform, start, stop, int(source.shape[1]))
-        piece = MetaTensor(
-            source.as_tensor()[:, low:high], affine=torch.as_tensor(_shifted(source.affine, low))
-        )
-        slab = resample(
-            piece,
-            dst_affine=torch.as_tensor(_shifted(out_affine, start)),
-            spatial_size=(stop - start, *out_shape[1:]),
-            lazy=False,
-            **options,
-        )
-        slab = finish({IMAGE_KEY: slab})[IMAGE_KEY]
-        out[:, start:stop] = torch.as_tensor(slab)
+        grid = _grid_rows(theta, lines, start, stop)
+        slab = F.grid_sample(source, grid, **options)[0]
+        out[:, start:stop] = torch.as_tensor(finish({IMAGE_KEY: slab})[IMAGE_KEY])
     return out, out_affine
 
 
-def _slab_plan(spacing: Spacingd, image: MetaTensor) -> tuple[np.ndarray, tuple[int, ...], np.ndarray] | None:
-    """The output grid of ``spacing`` on ``image`` (asked lazily) and the map from output to input voxels,
-    when the first output axis reads only the first input axis; else ``None``."""
-    if list(spacing.keys) != [IMAGE_KEY] or image.ndim != 4:
+def _slab_resampling(
+    spacing: Any, rest: list[Any], image: MetaTensor
+) -> tuple[torch.Tensor, np.ndarray, tuple[int, ...]] | None:
+    """What ``spacing`` (``Spacingd``) hands to ``affine_grid`` for ``image``: the normalized ``theta``, with
+    the output affine and shape; ``None`` where a slab run could not give MONAI's numbers exactly (another
+    interpolation, a step after it that is not voxel-wise, a GPU, MONAI's compiled resampler, or a grid it
+    leaves as it is)."""
+    simple = (
+        isinstance(spacing, Spacingd)
+        and list(spacing.keys) == [IMAGE_KEY]
+        and all(isinstance(step, VOXELWISE_STEPS) for step in rest)
+        and isinstance(image, MetaTensor)
+        and image.ndim == 4
+        and image.device.type == "cpu"
+        and spacing.mode[0] == "bilinear"
+        and np.dtype(spacing.dtype[0]) == np.float32
+        and not USE_COMPILED
+    )
+    if not simple:
         return None
     lazy: Any = spacing({IMAGE_KEY: image}, lazy=True)[IMAGE_KEY]  # the grid only: shares the voxels
-    out_affine = convert_to_numpy(lazy.peek_pending_affine(), dtype=np.float64)
-    out_shape = tuple(int(s) for s in lazy.peek_pending_shape())
-    in_affine = convert_to_numpy(image.affine, dtype=np.float64)
-    xform = np.linalg.solve(in_affine, out_affine)
-    scale = np.abs(xform[:3, :3]).max()
-    if abs(xform[0, 1]) > AXIS_TOLERANCE * scale or abs(xform[0, 2]) > AXIS_TOLERANCE * scale:
-        return None
-    return out_affine, out_shape, xform
+    dst_affine = torch.as_tensor(lazy.peek_pending_affine(), dtype=torch.float64)
+    out_shape = tuple(int(n) for n in lazy.peek_pending_shape())
+    in_shape = tuple(int(n) for n in image.shape[1:])
+    # as monai.transforms.spatial.functional.spatial_resample and AffineTransform compute it
+    src_affine = to_affine_nd(3, image.peek_pending_affine()).to(torch.float64)
+    xform = np.linalg.solve(convert_to_numpy(src_affine), convert_to_numpy(dst_affine))
+    if out_shape == in_shape and np.allclose(xform, np.eye(4), atol=AFFINE_TOL):
+        return None  # MONAI keeps such a grid without resampling
+    theta = torch.as_tensor(to_affine_nd(3, xform), dtype=torch.float64).to(torch.float32)[None].clone()
+    theta = to_norm_affine(theta, in_shape, out_shape, bool(spacing.align_corners[0]), zero_centered=False)
+    reverse = [2, 1, 0]
+    theta[:, :3] = theta[:, reverse]
+    theta[:, :, :3] = theta[:, :, reverse]
+    return theta[:, :3], convert_to_numpy(dst_affine, dtype=np.float64), out_shape
 
 
-def _input_planes(xform: np.ndarray, start: int, stop: int, size: int) -> tuple[int, int]:
-    """Input planes along the first axis that output planes ``[start, stop)`` interpolate from (one spare
-    plane each side), clipped to the input."""
-    ends = [xform[0, 0] * plane + xform[0, 3] for plane in (start, stop - 1)]
-    low = max(math.floor(min(ends)) - 1, 0)
-    high = min(math.floor(max(ends)) + 3, size)
-    if high <= low:  # the slab lies beyond the input: border padding reads its edge plane
-        low, high = (size - 1, size) if low >= size else (0, 1)
-    return low, high
+def _base_line(size: int, align_corners: bool) -> torch.Tensor:
+    """Normalized coordinates of ``size`` voxels, as ``torch.nn.functional.affine_grid`` makes them."""
+    if size <= 1:
+        return torch.zeros(max(size, 1), dtype=torch.float32)
+    line = torch.linspace(-1, 1, size, dtype=torch.float32)
+    return line if align_corners else line * (size - 1) / size
 
 
-def _shifted(affine: Any, planes: int) -> np.ndarray:
-    """``affine`` of a grid that starts ``planes`` voxels further along its first axis."""
-    matrix = convert_to_numpy(affine, dtype=np.float64).copy()
-    matrix[:3, 3] += matrix[:3, 0] * planes
-    return matrix
+def _grid_rows(theta: torch.Tensor, lines: list[torch.Tensor], start: int, stop: int) -> torch.Tensor:
+    """Rows ``[start, stop)`` of ``affine_grid(theta, size)`` along the first axis, with the same numbers as the
+    whole grid (the same base coordinates, the same matrix product per voxel)."""
+    first, second, third = lines
+    base = torch.empty((1, stop - start, len(second), len(third), 4), dtype=torch.float32)
+    base[..., 0].copy_(third)
+    base[..., 1].copy_(second.unsqueeze(-1))
+    base[..., 2].copy_(first[start:stop].unsqueeze(-1).unsqueeze(-1))
+    base[..., 3].fill_(1)
+    rows = base.view(1, -1, 4).bmm(theta.transpose(1, 2))
+    return rows.view(1, stop - start, len(second), len(third), 3)

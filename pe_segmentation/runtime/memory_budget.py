@@ -338,10 +338,10 @@ def network_stage_bytes(
 def postprocess_stage_bytes(
     grid_shape: Sequence[int], image_shape: Sequence[int], channels: int, output_dtype: torch.dtype
 ) -> MemoryEstimate:
-    """Post-processing (:mod:`pe_segmentation.inference.postprocess`) beyond what is held when the network
-    starts: the output map, then either the candidate clots' labels on the network grid, or the mask on the
-    CT's grid with its probabilities (at most the whole body: a bound, since clots are usually small) and one
-    resampled slab."""
+    """Post-processing (:mod:`pe_segmentation.inference.postprocess`) and the report beyond what is held when
+    the network starts: the output map with the candidate clots' labels on the network grid; then the mask on
+    the CT's grid with its probabilities (at most the whole body: a bound, since clots are usually small) and
+    one resampled slab; then the mask, its probabilities and the report's clot labels."""
     grid = math.prod(grid_shape)
     voxels = math.prod(image_shape)
     itemsize = torch.tensor([], dtype=output_dtype).element_size()
@@ -355,6 +355,7 @@ def postprocess_stage_bytes(
             "mask probabilities": 4 * voxels,
             "resampling slab": 16 * slab,
         },
+        {"mask": voxels, "mask probabilities": 4 * voxels, "report's clot labels": 4 * voxels},
     ]
     return MemoryEstimate("postprocess", max(phases, key=lambda parts: sum(parts.values())))
 
@@ -380,7 +381,10 @@ class MemoryPlan:
     def summary(self) -> dict[str, Any]:
         """What the report says about the plan: the choices, not the machine's state (the same for every run
         of a scan under one budget)."""
-        return {"sw_batch_size": self.sw_batch_size, "stitch_dtype": str(self.output_dtype).replace("torch.", "")}
+        return {
+            "sw_batch_size": self.sw_batch_size,
+            "stitch_dtype": str(self.output_dtype).replace("torch.", ""),
+        }
 
     def describe(self) -> str:
         """The plan in one line, for the log."""
