@@ -185,6 +185,7 @@ def recipe_model(recipe: Path, path: Path, series: Path, positive_share: float =
 
 PEAK_MARK = "bench-infer-peak-kib:"
 GPU_PEAK_MARK = "bench-infer-gpu-peak-mib:"
+TREE_MARK = "bench-infer-tree:"
 
 
 def report_peaks() -> None:
@@ -239,7 +240,10 @@ def run_pe_seg(
 ) -> dict[str, Any]:
     args = [__file__, "--child", "pe-seg", "--", "-q", "infer", "--input", str(series)]
     args += ["--output", str(output), "--checkpoint", str(checkpoint), "--device", device, *extra]
-    wall, peak, gpu, _ = run_child(args, tree)
+    wall, peak, gpu, stdout = run_child(args, tree)
+    ran = [line[len(TREE_MARK) :] for line in stdout.splitlines() if line.startswith(TREE_MARK)]
+    if tree is not None and ran != [str(tree)]:
+        raise SystemExit(f"pe-seg ran from {ran}, not from {tree}")
     report = json.loads((output / series.name / "report.json").read_text())
     return {
         "wall": wall,
@@ -372,11 +376,13 @@ def monai_pipeline(series: str, output: str, checkpoint: str, variant: str, devi
 
 
 def child_pe_seg(argv: list[str]) -> int:
-    """``pe-seg ARGV`` through the real CLI."""
+    """``pe-seg ARGV`` through the real CLI; says which source tree ran it."""
+    import pe_segmentation
     from pe_segmentation.cli import main
 
     code = main(argv)
     report_peaks()
+    print(f"{TREE_MARK}{Path(pe_segmentation.__file__).resolve().parents[1]}", flush=True)
     return code
 
 
