@@ -144,8 +144,17 @@ class MemoryGuard:
             MemoryBudgetError: not even one window at a time with float16 stitching fits.
         """
         held, budget = self._held(), self.budget()
+        plan = plan_memory(held, budget, self.max_batch, self.stages(grid_shape, image_shape), what=source)
+        log.debug("%s: %s", source, plan.describe())
+        return plan
 
-        def stages(batch: int, dtype: torch.dtype) -> list[MemoryEstimate]:
+    def stages(
+        self, grid_shape: Sequence[int], image_shape: Sequence[int]
+    ) -> Callable[[int, torch.dtype], list[MemoryEstimate]]:
+        """The estimates of the network and post-processing stages of a case, for a window batch and an
+        output dtype."""
+
+        def estimate(batch: int, dtype: torch.dtype) -> list[MemoryEstimate]:
             network = network_stage_bytes(
                 grid_shape, self.roi_size, self.channels, self.activation, batch, dtype, self.in_channels
             )
@@ -155,9 +164,7 @@ class MemoryGuard:
                 network = MemoryEstimate(network.stage, parts)
             return [network, postprocess_stage_bytes(grid_shape, image_shape, self.channels, dtype)]
 
-        plan = plan_memory(held, budget, self.max_batch, stages, what=source)
-        log.debug("%s: %s", source, plan.describe())
-        return plan
+        return estimate
 
 
 def preprocess_estimate(volume: Volume, spacing: Sequence[float]) -> MemoryEstimate:

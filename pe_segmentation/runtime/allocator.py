@@ -76,6 +76,11 @@ def keep_freed_memory() -> bool:
     return _applied
 
 
+def keeps_freed_memory() -> bool:
+    """Whether :func:`keep_freed_memory` took effect in this process."""
+    return bool(_applied)
+
+
 def release_freed_memory() -> bool:
     """Give the memory this process has freed back to the system (glibc's ``malloc_trim(0)``).
 

@@ -36,6 +36,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from pe_segmentation.errors import ConfigError, MemoryBudgetError
+from pe_segmentation.runtime.allocator import keeps_freed_memory
 from pe_segmentation.runtime.stitching import open_slab_bytes
 
 GIB = 2**30
@@ -43,9 +44,15 @@ GIB = 2**30
 MARGIN_SHARE = 0.1
 #: ... and at least this much.
 MARGIN_MIN_BYTES = GIB // 2
-#: What the allocator and oneDNN add to the tensors counted here (scratch buffers, fragmentation): measured
-#: on the shipped recipe's network on a 512 x 512 x 400 CTPA (docs/inference.md, "Memory").
-OVERHEAD_SHARE = 0.15
+#: What the allocator adds to the buffers counted here (docs/inference.md, "Memory").
+OVERHEAD_SHARE = 0.1
+#: Resident memory of the network per byte of the activations :class:`_LiveBytes` counts: oneDNN's scratch
+#: and the heap's fragmentation, which varies from run to run. With freed memory kept for reuse
+#: (:mod:`pe_segmentation.runtime.allocator`) the process grew by 0.76-0.99 GiB over six windows of the shipped
+#: recipe's UNet, two 96^3 windows at a time in bf16, for 0.57 GiB of tensors (1.33-1.74x); without it by
+#: less. These factors cover the worst of those runs with some room.
+ACTIVATION_RSS_KEPT = 1.8
+ACTIVATION_RSS = 1.5
 #: Output-map dtypes in the order :func:`plan_memory` tries them: exact first.
 OUTPUT_DTYPES = (torch.float32, torch.float16)
 
@@ -150,10 +157,13 @@ class WindowActivation:
 
     fixed_bytes: int
     bytes_per_voxel: float
+    rss_factor: float = 1.0
 
     def for_batch(self, sw_batch_size: int, roi_size: Sequence[int]) -> int:
-        """Bytes of one call on ``sw_batch_size`` windows of ``roi_size``."""
-        return int(self.fixed_bytes + self.bytes_per_voxel * sw_batch_size * math.prod(roi_size))
+        """Resident bytes of one call on ``sw_batch_size`` windows of ``roi_size`` (tensors times
+        :attr:`rss_factor`)."""
+        tensors = self.fixed_bytes + self.bytes_per_voxel * sw_batch_size * math.prod(roi_size)
+        return int(tensors * self.rss_factor)
 
 
 class _LiveBytes(TorchDispatchMode):
@@ -235,6 +245,7 @@ def measure_window_activation(
     """Measure what one window of ``roi_size`` costs ``call`` (the network as the inferer runs it: autocast,
     memory format, test-time flips) in memory: once on two small windows, fitting ``fixed + per_voxel * voxels``
     (:func:`probe_sizes`). A network that refuses those sizes is measured on one whole window, all per voxel."""
+    factor = ACTIVATION_RSS_KEPT if keeps_freed_memory() else ACTIVATION_RSS
     sizes = probe_sizes(roi_size)
     points: list[tuple[int, int]] = []
     try:
@@ -246,9 +257,9 @@ def measure_window_activation(
     if len(points) == 2 and points[1][0] > points[0][0]:
         (v1, p1), (v2, p2) = points
         per_voxel = max((p2 - p1) / (v2 - v1), 0.0)
-        return WindowActivation(max(int(p1 - per_voxel * v1), 0), per_voxel)
+        return WindowActivation(max(int(p1 - per_voxel * v1), 0), per_voxel, factor)
     sample = torch.zeros((1, in_channels, *roi_size), device=device)
-    return WindowActivation(0, measure_call_bytes(call, sample) / math.prod(roi_size))
+    return WindowActivation(0, measure_call_bytes(call, sample) / math.prod(roi_size), factor)
 
 
 # ------------------------------------------------------------------------------------------------ estimates
@@ -268,8 +279,10 @@ class MemoryEstimate:
 
     @property
     def total(self) -> int:
-        """The stage's peak on top of what is held, with :data:`OVERHEAD_SHARE` for the allocator."""
-        return int(sum(self.parts.values()) * (1 + OVERHEAD_SHARE))
+        """The stage's peak on top of what is held, with :data:`OVERHEAD_SHARE` for the allocator (the
+        activations carry their own factor, :data:`ACTIVATION_RSS_KEPT`)."""
+        buffers = sum(size for name, size in self.parts.items() if name != "activations")
+        return int(sum(self.parts.values()) + OVERHEAD_SHARE * buffers)
 
     def largest(self) -> str:
         """The biggest part, as ``name (1.23 GB)``."""
@@ -346,7 +359,7 @@ def postprocess_stage_bytes(
     voxels = math.prod(image_shape)
     itemsize = torch.tensor([], dtype=output_dtype).element_size()
     output = channels * grid * itemsize
-    slab = 32 * voxels // max(min(int(s) for s in image_shape), 1)
+    slab = min(32 * voxels // max(min(int(s) for s in image_shape), 1), voxels)
     phases = [
         {"output map": output, "clot labels": 5 * grid},
         {

@@ -131,6 +131,7 @@ class SlabSlidingWindowInferer(Inferer):
             if isinstance(result, (list, tuple)):
                 result = result[0]
             state.add(batch, result)
+            del result, call_kwargs  # not held while the next batch's activations are allocated
         return state.finish()
 
 
