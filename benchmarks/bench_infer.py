@@ -14,8 +14,8 @@ started from scratch (imports, model loading and writing included), one after th
   only on CUDA), ``bf16`` is the same pipeline given pe-seg's bf16 autocast + channels-last, so that the
   ratio shows what the pipeline alone gains.
 
-Printed: stage timings, wall time, peak resident memory (``VmHWM`` of each process, plus the largest of its
-children's, if any), the ratios, the
+Printed: stage timings, wall time, peak resident memory (``VmHWM`` of each process, or the sampled peak of
+its process tree's summed ``Pss`` where that is larger, see :class:`TreeMemory`), the ratios, the
 non-network share of pe-seg's wall time, and agreement: Dice between the pe-seg and MONAI masks, and of each
 with the phantom's reference emboli. With ``--fast`` it also runs ``pe-seg infer --fast`` and reports its Dice
 against the normal mode's mask and the reference.
@@ -52,6 +52,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -190,13 +191,10 @@ TREE_MARK = "bench-infer-tree:"
 
 def report_peaks() -> None:
     """Print this process's peak resident memory and, if it used CUDA, its peak GPU memory (for the parent)."""
-    import resource
-
     import torch
 
     gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_initialized() else 0.0
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB; 0 without child processes
-    print(f"{GPU_PEAK_MARK}{gpu:.1f}\n{PEAK_MARK}{own_peak_kib() + children}", flush=True)
+    print(f"{GPU_PEAK_MARK}{gpu:.1f}\n{PEAK_MARK}{own_peak_kib()}", flush=True)
 
 
 def own_peak_kib() -> int:
@@ -221,9 +219,13 @@ def run_child(args: list[str], tree: Path | None = None) -> tuple[float, float, 
         env["PYTHONPATH"] = os.pathsep.join([str(tree), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env)
+    sampler = TreeMemory(process.pid)
+    sampler.start()
     stdout = process.stdout.read() if process.stdout else ""  # until the child closes it (at exit)
     process.wait()
     wall = time.perf_counter() - start
+    sampler.stop.set()
+    sampler.join()
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(args[:3])} ... failed with exit code {process.returncode}")
     marks = [line for line in stdout.splitlines() if line.startswith(PEAK_MARK)]
@@ -232,7 +234,52 @@ def run_child(args: list[str], tree: Path | None = None) -> tuple[float, float, 
         raise SystemExit(f"{' '.join(args[:3])} ... did not report its peak memory")
     rest = "\n".join(line for line in stdout.splitlines() if not line.startswith((PEAK_MARK, GPU_PEAK_MARK)))
     gpu = float(gpu_marks[-1][len(GPU_PEAK_MARK) :]) / 1024
-    return wall, int(marks[-1][len(PEAK_MARK) :]) / 2**20, gpu, rest
+    peak = max(int(marks[-1][len(PEAK_MARK) :]), sampler.peak_kib) / 2**20
+    return wall, peak, gpu, rest
+
+
+class TreeMemory(threading.Thread):
+    """The peak, sampled every 50 ms, of the memory of a process and all its descendants together: the sum of
+    their proportional set sizes (``Pss``), which counts a page shared by several of them once. With
+    ``VmHWM`` (a process's exact peak, reported by the child itself) it gives "process + children".
+
+    Not ``ru_maxrss`` of ``RUSAGE_CHILDREN``: a child forked during imports (``import monai`` runs ``uname -p``)
+    reports the whole parent's pages as its own, 0.4 GB here, and would be added to every pipeline's peak.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval = pid, interval
+        self.peak_kib = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            total = sum(_pss_kib(pid) for pid in _process_tree(self.pid))
+            self.peak_kib = max(self.peak_kib, total)
+            self.stop.wait(self.interval)
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its living descendants (Linux ``/proc``; just ``pid`` elsewhere)."""
+    found, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        for children in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                stack.extend(int(child) for child in children.read_text().split())
+            except OSError:  # the task ended meanwhile
+                continue
+    return found
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in text.splitlines() if line.startswith("Pss:")), 0)
 
 
 def run_pe_seg(
