@@ -27,16 +27,15 @@ from pe_segmentation.runtime.allocator import release_freed_memory
 from pe_segmentation.runtime.memory_budget import (
     MemoryEstimate,
     MemoryPlan,
-    WindowActivation,
     budget_bytes,
     gib,
-    measure_window_activation,
     network_stage_bytes,
     plan_memory,
     postprocess_stage_bytes,
     preprocess_stage_bytes,
     process_rss_bytes,
 )
+from pe_segmentation.runtime.window_memory import WindowActivation, measure_window_activation
 
 log = logging.getLogger(__name__)
 

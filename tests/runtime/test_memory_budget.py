@@ -11,13 +11,15 @@ from pe_segmentation.runtime.memory_budget import (
     GIB,
     OVERHEAD_SHARE,
     MemoryEstimate,
-    WindowActivation,
     budget_bytes,
     default_budget_bytes,
-    measure_call_bytes,
-    measure_window_activation,
     network_stage_bytes,
     plan_memory,
+)
+from pe_segmentation.runtime.window_memory import (
+    WindowActivation,
+    measure_call_bytes,
+    measure_window_activation,
     probe_sizes,
 )
 
