@@ -14,7 +14,8 @@ started from scratch (imports, model loading and writing included), one after th
   only on CUDA), ``bf16`` is the same pipeline given pe-seg's bf16 autocast + channels-last, so that the
   ratio shows what the pipeline alone gains.
 
-Printed: stage timings, wall time, peak resident memory (``ru_maxrss`` of each process), the ratios, the
+Printed: stage timings, wall time, peak resident memory (``VmHWM`` of each process, or the sampled peak of
+its process tree's summed ``Pss`` where that is larger, see :class:`TreeMemory`), the ratios, the
 non-network share of pe-seg's wall time, and agreement: Dice between the pe-seg and MONAI masks, and of each
 with the phantom's reference emboli. With ``--fast`` it also runs ``pe-seg infer --fast`` and reports its Dice
 against the normal mode's mask and the reference.
@@ -22,6 +23,16 @@ against the normal mode's mask and the reference.
 pe-seg runs the network only on windows that hold some of the territory where emboli can be (lungs and
 pulmonary arteries, found by the scan quality checks). The run ``pe-seg --no-territory`` runs every window, as
 the MONAI pipeline does; the benchmark prints the share of windows skipped and the time this saves.
+
+``--recipe CONFIG`` (issue 21) times that recipe's own network instead, e.g. ``configs/unet.yaml`` (width 32,
+depth 4, 96^3 windows, 1 mm), with random weights whose last layer is biased so that about 5% of the voxels of
+the phantom's windows are embolus (masks are not empty, probabilities not all near 0 or 1), saved once and used
+by every pipeline. The phantom is ``--slices`` (default 400) axial slices of 512 x 512 at 0.7 x 0.7 x 1 mm, a
+CTPA's real field of view. Runs alternate (``--repeats``, default 3); the medians decide. Targets: peak memory at
+most 0.5x the fp32 MONAI pipeline's and under 3 GB, ``pe-seg --no-territory`` at least 6x faster than it.
+``--baseline-tree DIR`` also runs pe-seg from another source tree (the code before a change) in the
+alternation, and compares the two pe-segs' probability maps (``--save-probability``, one extra run each):
+equal to 1e-3 is the target.
 
 Without ``--checkpoint`` (or when that file does not exist yet) a model is first trained on phantoms with
 ``pe-seg``'s own engine (``configs/unet.yaml`` at ``--base-channels``, 64^3 patches, 96^3 inference windows)
@@ -35,10 +46,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -130,11 +144,49 @@ def untrained_model(path: Path, width: int) -> Path:
     )
 
 
+def recipe_model(recipe: Path, path: Path, series: Path, positive_share: float = 0.05) -> Path:
+    """``recipe``'s network with random weights (seed 0) and a last layer biased so that about
+    ``positive_share`` of the voxels of three windows of ``series`` (preprocessed, at the middle of the grid, fp32)
+    have an embolus probability of 0.5 or more; saved as a checkpoint with the recipe's config."""
+    import torch
+
+    from pe_segmentation.config import load_config
+    from pe_segmentation.data.transforms import build_inference_transforms
+    from pe_segmentation.networks import build_network
+    from pe_segmentation.runtime.checkpoint import save_checkpoint
+
+    config = load_config(recipe)
+    torch.manual_seed(0)
+    network = build_network(config.model.name, **config.model.params).eval()
+    image = build_inference_transforms(config.preprocessing)({"image": str(series)})["image"].as_tensor()
+    roi = tuple(config.validation.roi_size or config.patch.patch_size)
+    centre = [max(n // 2 - r // 2, 0) for n, r in zip(image.shape[1:], roi, strict=True)]
+    samples = []
+    for share in (0.3, 0.5, 0.7):  # three windows along the first axis
+        start = list(centre)
+        start[0] = min(int(image.shape[1] * share), max(image.shape[1] - roi[0], 0))
+        index = tuple(slice(s, s + r) for s, r in zip(start, roi, strict=True))
+        with torch.no_grad():
+            logits = network(image[(slice(None), *index)][None]).float()
+        log_odds = logits[:, -1] - (logits[:, 0] if logits.shape[1] > 1 else 0.0)
+        samples.append(log_odds.flatten()[::7])
+    shift = float(torch.quantile(torch.cat(samples), 1.0 - positive_share))
+    head = [m for m in network.modules() if isinstance(m, (torch.nn.Conv3d, torch.nn.Conv2d))][-1]
+    with torch.no_grad():
+        head.bias[-1] -= shift
+    print(f"{recipe.name}: random weights, last layer biased by {-shift:.3f} ({positive_share:.0%} positive)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_checkpoint(
+        path, {"kind": "untrained", "model": network.state_dict(), "config": config.to_dict()}
+    )
+
+
 # ------------------------------------------------------------------------------------------------ the runs
 
 
 PEAK_MARK = "bench-infer-peak-kib:"
 GPU_PEAK_MARK = "bench-infer-gpu-peak-mib:"
+TREE_MARK = "bench-infer-tree:"
 
 
 def report_peaks() -> None:
@@ -159,14 +211,21 @@ def own_peak_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def run_child(args: list[str]) -> tuple[float, float, float, str]:
-    """Run a Python child process; return its wall time, its peak resident and GPU memory (GiB) and its
-    stdout."""
+def run_child(args: list[str], tree: Path | None = None) -> tuple[float, float, float, str]:
+    """Run a Python child process (with ``tree`` first on its ``PYTHONPATH``: another pe-seg source tree);
+    return its wall time, its peak resident and GPU memory (GiB) and its stdout."""
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(tree), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env)
+    sampler = TreeMemory(process.pid)
+    sampler.start()
     stdout = process.stdout.read() if process.stdout else ""  # until the child closes it (at exit)
     process.wait()
     wall = time.perf_counter() - start
+    sampler.stop.set()
+    sampler.join()
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(args[:3])} ... failed with exit code {process.returncode}")
     marks = [line for line in stdout.splitlines() if line.startswith(PEAK_MARK)]
@@ -175,13 +234,63 @@ def run_child(args: list[str]) -> tuple[float, float, float, str]:
         raise SystemExit(f"{' '.join(args[:3])} ... did not report its peak memory")
     rest = "\n".join(line for line in stdout.splitlines() if not line.startswith((PEAK_MARK, GPU_PEAK_MARK)))
     gpu = float(gpu_marks[-1][len(GPU_PEAK_MARK) :]) / 1024
-    return wall, int(marks[-1][len(PEAK_MARK) :]) / 2**20, gpu, rest
+    peak = max(int(marks[-1][len(PEAK_MARK) :]), sampler.peak_kib) / 2**20
+    return wall, peak, gpu, rest
 
 
-def run_pe_seg(series: Path, output: Path, checkpoint: Path, device: str, extra: list[str]) -> dict[str, Any]:
+class TreeMemory(threading.Thread):
+    """The peak, sampled every 50 ms, of the memory of a process and all its descendants together: the sum of
+    their proportional set sizes (``Pss``), which counts a page shared by several of them once. With
+    ``VmHWM`` (a process's exact peak, reported by the child itself) it gives "process + children".
+
+    Not ``ru_maxrss`` of ``RUSAGE_CHILDREN``: a child forked during imports (``import monai`` runs ``uname -p``)
+    reports the whole parent's pages as its own, 0.4 GB here, and would be added to every pipeline's peak.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval = pid, interval
+        self.peak_kib = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            total = sum(_pss_kib(pid) for pid in _process_tree(self.pid))
+            self.peak_kib = max(self.peak_kib, total)
+            self.stop.wait(self.interval)
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its living descendants (Linux ``/proc``; just ``pid`` elsewhere)."""
+    found, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        for children in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                stack.extend(int(child) for child in children.read_text().split())
+            except OSError:  # the task ended meanwhile
+                continue
+    return found
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in text.splitlines() if line.startswith("Pss:")), 0)
+
+
+def run_pe_seg(
+    series: Path, output: Path, checkpoint: Path, device: str, extra: list[str], tree: Path | None = None
+) -> dict[str, Any]:
     args = [__file__, "--child", "pe-seg", "--", "-q", "infer", "--input", str(series)]
     args += ["--output", str(output), "--checkpoint", str(checkpoint), "--device", device, *extra]
-    wall, peak, gpu, _ = run_child(args)
+    wall, peak, gpu, stdout = run_child(args, tree)
+    ran = [line[len(TREE_MARK) :] for line in stdout.splitlines() if line.startswith(TREE_MARK)]
+    if tree is not None and ran != [str(tree)]:
+        raise SystemExit(f"pe-seg ran from {ran}, not from {tree}")
     report = json.loads((output / series.name / "report.json").read_text())
     return {
         "wall": wall,
@@ -314,11 +423,13 @@ def monai_pipeline(series: str, output: str, checkpoint: str, variant: str, devi
 
 
 def child_pe_seg(argv: list[str]) -> int:
-    """``pe-seg ARGV`` through the real CLI."""
+    """``pe-seg ARGV`` through the real CLI; says which source tree ran it."""
+    import pe_segmentation
     from pe_segmentation.cli import main
 
     code = main(argv)
     report_peaks()
+    print(f"{TREE_MARK}{Path(pe_segmentation.__file__).resolve().parents[1]}", flush=True)
     return code
 
 
@@ -352,7 +463,7 @@ def stage_line(name: str, result: dict[str, Any], network_key: str = "network") 
     )
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--checkpoint", type=Path, help=f"trained there if missing (default: {CACHE}/bench_infer_unetB_eE.pt)"
@@ -364,25 +475,192 @@ def main() -> None:
         type=int,
         help="time an untrained configs/unet.yaml network of this width instead (no agreement figures)",
     )
+    parser.add_argument(
+        "--recipe",
+        type=Path,
+        help="time this recipe's network (random weights, last layer biased to ~5%% positive voxels) on a "
+        "full-size phantom; default peers: fp32; 3 repeats; 400 slices",
+    )
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        help="also run pe-seg from this source tree (e.g. the commit before a change) and compare probabilities",
+    )
     parser.add_argument("--train-cases", type=int, default=7)
-    parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument("--slices", type=int, help="phantom slices (default 300; 400 with --recipe)")
     parser.add_argument("--seed", type=int, default=7, help="phantom seed of the benchmark series")
     parser.add_argument(
         "--peer",
         nargs="+",
-        default=["fp32", "bf16", "bf16+crop"],
         choices=["fp32", "bf16", "fp16", "fp32+crop", "bf16+crop", "fp16+crop"],
-        help="MONAI pipelines to run (+crop: with pe-seg's body crop, for a like-for-like agreement)",
+        help="MONAI pipelines to run (+crop: with pe-seg's body crop, for a like-for-like agreement; default: "
+        "fp32 bf16 bf16+crop, with --recipe fp32)",
     )
     parser.add_argument("--fast", action="store_true", help="also run pe-seg infer --fast")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N, for both pipelines")
     parser.add_argument(
-        "--repeats", type=int, default=2, help="interleaved runs of each; the fastest is kept"
+        "--repeats",
+        type=int,
+        help="alternating runs of each; medians are printed (default 2; 3 with --recipe)",
     )
-    parser.add_argument("--keep", type=Path, help="keep the series and outputs in this folder")
+    parser.add_argument(
+        "--keep", type=Path, help="keep the series and outputs in this folder (and reuse them)"
+    )
     parser.add_argument("--child", choices=["pe-seg", "monai"], help=argparse.SUPPRESS)
     parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    recipe = args.recipe is not None
+    args.slices = args.slices or (400 if recipe else 300)
+    args.repeats = args.repeats or (3 if recipe else 2)
+    args.peer = args.peer or (["fp32"] if recipe else ["fp32", "bf16", "bf16+crop"])
+    return args
+
+
+def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
+    """The benchmark series (reused from ``--keep``) and its reference label; the checkpoint in
+    ``args.checkpoint``."""
+    series, reference = work / "series", work / "reference.nii.gz"
+    start = time.perf_counter()
+    if not (args.keep and reference.is_file() and len(list(series.glob("*"))) == args.slices):
+        series, reference = make_series(work, args.slices, args.seed)
+    if args.recipe is not None:
+        args.checkpoint = recipe_model(args.recipe, work / f"recipe_{args.recipe.stem}.pt", series)
+    elif args.untrained_width is not None:
+        args.checkpoint = untrained_model(
+            work / f"untrained_unet{args.untrained_width}.pt", args.untrained_width
+        )
+    elif args.checkpoint is None:
+        args.checkpoint = CACHE / f"bench_infer_unet{args.base_channels}_e{args.train_epochs}.pt"
+    if not args.checkpoint.is_file():
+        print(f"no {args.checkpoint}: training one (cached for later runs)")
+        train_model(args.checkpoint, args.base_channels, args.train_epochs, args.train_cases, work / "train")
+    for path in series.iterdir():  # warm the page cache for both pipelines alike
+        path.read_bytes()
+    print(f"series ready in {time.perf_counter() - start:.1f} s")
+    return series, reference
+
+
+def pipelines(args: argparse.Namespace, series: Path) -> dict[str, Any]:
+    """Each pipeline to time: its name and a function of its output folder."""
+    device, checkpoint = args.device, args.checkpoint
+    runs: dict[str, Any] = {
+        "pe-seg": lambda out: run_pe_seg(series, out, checkpoint, device, []),
+        "pe-seg --no-territory": lambda out: run_pe_seg(series, out, checkpoint, device, ["--no-territory"]),
+    }
+    if args.baseline_tree is not None:
+        tree = args.baseline_tree.resolve()
+        runs["baseline"] = lambda out: run_pe_seg(series, out, checkpoint, device, [], tree)
+        runs["baseline --no-territory"] = lambda out: run_pe_seg(
+            series, out, checkpoint, device, ["--no-territory"], tree
+        )
+    for precision in args.peer:
+        runs[f"monai {precision}"] = lambda out, p=precision: run_monai(series, out, checkpoint, p, device)
+    if args.fast:
+        runs["pe-seg --fast"] = lambda out: run_pe_seg(series, out, checkpoint, device, ["--fast"])
+    return runs
+
+
+def alternate(runs: dict[str, Any], repeats: int, work: Path) -> dict[str, dict[str, Any]]:
+    """Run every pipeline ``repeats`` times, alternating; per pipeline the run of median wall time, with the
+    medians (and ranges) of wall time and peak memory over all its runs."""
+    every: dict[str, list[dict[str, Any]]] = {name: [] for name in runs}
+    for repeat in range(repeats):
+        for name, run in runs.items():
+            out = work / f"{name.replace(' ', '_').replace('-', '')}_{repeat}"
+            result = run(out)
+            every[name].append(result)
+            print(
+                f"  run {repeat + 1}/{repeats} {name}: {result['wall']:.1f} s, {result['peak_gib']:.2f} GiB",
+                flush=True,
+            )
+    results = {}
+    for name, done in every.items():
+        walls = [r["wall"] for r in done]
+        peaks = [r["peak_gib"] for r in done]
+        middle = sorted(done, key=lambda r: r["wall"])[len(done) // 2]
+        results[name] = {
+            **middle,
+            "wall": statistics.median(walls),
+            "walls": walls,
+            "peak_gib": statistics.median(peaks),
+            "peaks": peaks,
+        }
+    return results
+
+
+def print_ratios(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> None:
+    ours = results["pe-seg"]
+    for name, result in results.items():
+        walls = ", ".join(f"{w:.1f}" for w in result["walls"])
+        peaks = ", ".join(f"{p:.2f}" for p in result["peaks"])
+        print(
+            f"{name:<24} wall median {result['wall']:7.1f} s ({walls}) | peak median "
+            f"{result['peak_gib']:5.2f} GiB ({peaks})"
+        )
+    print()
+    for name, result in results.items():
+        print(stage_line(name, result))
+    print()
+    untrained = args.untrained_width is not None
+    for name, result in results.items():
+        if name == "pe-seg":
+            continue
+        ratio = result["wall"] / ours["wall"]
+        agreement = "n/a (untrained)" if untrained else f"{dice(ours['mask'], result['mask']):.4f}"
+        print(
+            f"{name:<24} wall ratio vs pe-seg {ratio:5.2f}x | peak memory ratio "
+            f"{ours['peak_gib'] / result['peak_gib']:.2f}x | Dice with pe-seg mask {agreement}"
+        )
+    if not untrained:
+        # an agreement of two empty masks is 1.0 and says nothing: show how much each mask holds
+        print(
+            "mask voxels: "
+            + ", ".join(f"{n} {int(read_mask(r['mask'])[0].sum())}" for n, r in results.items())
+        )
+
+
+def print_targets(results: dict[str, dict[str, Any]]) -> None:
+    """Issue 21's targets against the fp32 MONAI pipeline, from the medians."""
+    peer = results.get("monai fp32")
+    if peer is None:
+        return
+    every = results["pe-seg --no-territory"]
+    ours = results["pe-seg"]
+    peak = max(ours["peak_gib"], every["peak_gib"])
+    print(
+        f"\ntargets vs monai fp32 (medians): peak {peak:.2f} GiB = {peak / peer['peak_gib']:.2f}x its "
+        f"{peer['peak_gib']:.2f} GiB (target <= 0.5x and < 3 GiB); speed --no-territory "
+        f"{peer['wall'] / every['wall']:.2f}x (target >= 6x), with the territory {peer['wall'] / ours['wall']:.2f}x"
+    )
+    for name in ("baseline", "baseline --no-territory"):
+        if name in results:
+            base, new = results[name], results[name.replace("baseline", "pe-seg")]
+            print(
+                f"{name.replace('baseline', 'pe-seg'):<24} vs the baseline tree: peak "
+                f"{new['peak_gib']:.2f} vs {base['peak_gib']:.2f} GiB ({new['peak_gib'] / base['peak_gib']:.2f}x), "
+                f"wall {new['wall']:.1f} vs {base['wall']:.1f} s ({base['wall'] / new['wall']:.2f}x faster)"
+            )
+
+
+def compare_probabilities(args: argparse.Namespace, series: Path, work: Path) -> None:
+    """One ``--save-probability`` run of pe-seg here and in the baseline tree: the largest difference."""
+    import nibabel as nib
+
+    maps = []
+    for name, tree in (("pe-seg", None), ("baseline", args.baseline_tree.resolve())):
+        out = work / f"probability_{name}"
+        run_pe_seg(series, out, args.checkpoint, args.device, ["--save-probability"], tree)
+        maps.append(np.asarray(nib.load(out / series.name / "probability.nii.gz").dataobj, dtype=np.float32))
+    difference = np.abs(maps[0] - maps[1])
+    print(
+        f"probabilities vs the baseline tree: max |difference| {difference.max():.2e} (target <= 1e-3), "
+        f"mean {difference.mean():.2e}; voxels >= 0.5: {int((maps[0] >= 0.5).sum())} vs "
+        f"{int((maps[1] >= 0.5).sum())}"
+    )
+
+
+def main() -> None:
+    args = parse_args()
     if args.child == "pe-seg":
         raise SystemExit(child_pe_seg(args.rest))
     if args.child == "monai":
@@ -393,82 +671,25 @@ def main() -> None:
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench_infer_"))
     work.mkdir(parents=True, exist_ok=True)
-    if args.untrained_width is not None:
-        args.checkpoint = untrained_model(
-            work / f"untrained_unet{args.untrained_width}.pt", args.untrained_width
-        )
-    elif args.checkpoint is None:
-        args.checkpoint = CACHE / f"bench_infer_unet{args.base_channels}_e{args.train_epochs}.pt"
-    if not args.checkpoint.is_file():
-        print(f"no {args.checkpoint}: training one (cached for later runs)")
-        train_model(args.checkpoint, args.base_channels, args.train_epochs, args.train_cases, work / "train")
-    start = time.perf_counter()
-    series, reference = make_series(work, args.slices, args.seed)
-    for path in series.iterdir():  # warm the page cache for both pipelines alike
-        path.read_bytes()
+    series, reference = prepare(args, work)
     print(
-        f"series: 512x512x{args.slices} at 0.7x0.7x1.0 mm (phantom seed {args.seed}), made in "
-        f"{time.perf_counter() - start:.1f} s; checkpoint {args.checkpoint}; "
-        f"device {args.device}"
+        f"series: 512x512x{args.slices} at 0.7x0.7x1.0 mm (phantom seed {args.seed}); checkpoint "
+        f"{args.checkpoint}; device {args.device}"
         + (f" ({torch.cuda.get_device_name(args.device)})" if args.device.startswith("cuda") else "")
-        + f", CPU threads {torch.get_num_threads()}, torch {torch.__version__}"
+        + f", CPU threads {torch.get_num_threads()}, torch {torch.__version__}; load average "
+        + " ".join(f"{v:.2f}" for v in os.getloadavg())
     )
-
-    device = args.device
-    runs: dict[str, Any] = {
-        "pe-seg": lambda out: run_pe_seg(series, out, args.checkpoint, device, []),
-        "pe-seg --no-territory": lambda out: run_pe_seg(
-            series, out, args.checkpoint, device, ["--no-territory"]
-        ),
-    }
-    for precision in args.peer:
-        runs[f"monai {precision}"] = lambda out, p=precision: run_monai(
-            series, out, args.checkpoint, p, device
-        )
-    if args.fast:
-        runs["pe-seg --fast"] = lambda out: run_pe_seg(series, out, args.checkpoint, device, ["--fast"])
-    # interleaved repeats, fastest run of each kept: the machine may be shared, and a busy moment should not
-    # decide a ratio
-    results: dict[str, dict[str, Any]] = {}
-    for repeat in range(args.repeats):
-        for name, run in runs.items():
-            out = work / f"{name.replace(' ', '_').replace('-', '')}_{repeat}"
-            result = run(out)
-            print(f"  run {repeat + 1}/{args.repeats} {name}: {result['wall']:.1f} s")
-            if name not in results or result["wall"] < results[name]["wall"]:
-                peak = max(result["peak_gib"], results.get(name, {}).get("peak_gib", 0.0))
-                results[name] = {**result, "peak_gib": peak}
-            else:
-                results[name]["peak_gib"] = max(results[name]["peak_gib"], result["peak_gib"])
-
-    print()
-    for name, result in results.items():
-        print(stage_line(name, result))
-    print()
-    ours = results["pe-seg"]
-    for name, result in results.items():
-        if name == "pe-seg":
-            continue
-        ratio = result["wall"] / ours["wall"]
-        agreement = "n/a (untrained)" if args.untrained_width else f"{dice(ours['mask'], result['mask']):.4f}"
-        print(
-            f"{name:<16} wall ratio vs pe-seg {ratio:5.2f}x | peak memory ratio "
-            f"{ours['peak_gib'] / result['peak_gib']:.2f}x | Dice with pe-seg mask {agreement}"
-        )
-    if not args.untrained_width:
-        # an agreement of two empty masks is 1.0 and says nothing: show how much each mask holds
-        print(
-            "mask voxels: "
-            + ", ".join(f"{n} {int(read_mask(r['mask'])[0].sum())}" for n, r in results.items())
-        )
-    if not args.untrained_width:
+    results = alternate(pipelines(args, series), args.repeats, work)
+    print(f"load average after the runs: {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n")
+    print_ratios(args, results)
+    if args.untrained_width is None and args.recipe is None:
         print()
         for name, result in results.items():
             print(
                 f"{name:<16} Dice with the phantom's reference emboli {dice(result['mask'], reference):.4f}"
             )
+    ours, every = results["pe-seg"], results["pe-seg --no-territory"]
     territory = ours["territory"]
-    every = results["pe-seg --no-territory"]
     print(
         f"\nterritory: {territory.get('windows_skipped', 0)} of "
         f"{territory.get('windows_run', 0) + territory.get('windows_skipped', 0)} windows skipped "
@@ -485,8 +706,10 @@ def main() -> None:
             for n in results
             if n.startswith("monai")
         )
-        + " (target >= 4x)"
     )
+    print_targets(results)
+    if args.baseline_tree is not None:
+        compare_probabilities(args, series, work)
     if args.keep is None:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -17,6 +17,7 @@ EXIT_INPUT = 3
 EXIT_CONFIG = 4
 EXIT_CHECKPOINT = 5
 EXIT_OUTPUT = 6
+EXIT_MEMORY = 7
 EXIT_INTERRUPTED = 130
 
 
@@ -52,6 +53,12 @@ class OutputError(PESegError):
     """An output file or folder cannot be written."""
 
     exit_code = EXIT_OUTPUT
+
+
+class MemoryBudgetError(PESegError):
+    """A prediction cannot fit its memory budget (``--memory-budget``), said before the heavy work starts."""
+
+    exit_code = EXIT_MEMORY
 
 
 #: What torch's message says when it re-raises a DataLoader worker's exception (its traceback as text).

@@ -46,7 +46,7 @@ class InferenceSettings:
         checkpoint: the weights file.
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
         predictor: keyword options of :class:`~pe_segmentation.inference.Predictor` (overlap, sw_batch_size,
-            threshold, min_volume_mm3, tta, fast, channels_last, qc, territory).
+            threshold, min_volume_mm3, tta, fast, channels_last, qc, territory, memory_budget).
         save_probability, dicom_seg, preview: which optional outputs to write.
     """
 
@@ -121,6 +121,7 @@ def _check_options(options: dict[str, Any]) -> None:
         ("min_volume_mm3", "--min-volume", lambda v: v >= 0, ">= 0 mm^3"),
         ("overlap", "--overlap", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
         ("sw_batch_size", "--sw-batch-size", lambda v: v >= 1, ">= 1"),
+        ("memory_budget", "--memory-budget", lambda v: v > 0, "> 0 GB"),
     )
     for key, flag, valid, wanted in checks:
         value = options.get(key)
@@ -168,7 +169,8 @@ def infer(
         on_result: called as each case finishes, with its result, the number done and the total.
         **predictor: options of :class:`~pe_segmentation.inference.Predictor`: ``overlap``, ``sw_batch_size``,
             ``threshold``, ``min_volume_mm3``, ``tta``, ``fast``, ``channels_last``, ``qc`` (``report`` or
-            ``strict``), ``territory`` (``None``: the model's own).
+            ``strict``), ``territory`` (``None``: the model's own), ``memory_budget`` (GB per process;
+            ``None``: the machine's available memory less a margin).
 
     Returns:
         The run: one result per case of this process (under ``torchrun``, this rank's share).
@@ -176,6 +178,8 @@ def infer(
     Raises:
         ConfigError, CheckpointError, InputDataError: one-line reasons; a single case's error propagates,
             while in a run of many cases failures are results.
+        MemoryBudgetError: the memory budget cannot hold the network on one window (before any case), or a
+            single case that does not fit it (before its network runs).
     """
     settings = inference_settings(
         checkpoint,

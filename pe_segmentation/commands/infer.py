@@ -75,6 +75,15 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--no-channels-last", action="store_true", help="keep the standard memory format")
     run.add_argument(
+        "--memory-budget",
+        type=float,
+        metavar="GB",
+        help="the most memory the process may use (GB = 2^30 bytes): the window batch (at most "
+        "--sw-batch-size) and the stitching are chosen per case to stay under it, and a case that cannot is "
+        "refused before the network runs (exit code 7). Default: what the machine has available, less a "
+        "margin",
+    )
+    run.add_argument(
         "--workers",
         type=int,
         help="worker processes for many cases (default: one per GPU of --device cuda, else 1)",
@@ -146,6 +155,7 @@ def run_command(args: argparse.Namespace) -> int:
         tta=True if args.tta else None,
         fast=True if args.fast else None,
         channels_last=False if args.no_channels_last else None,
+        memory_budget=args.memory_budget,
         qc=args.qc,
         territory=False if args.no_territory else None,
     )

@@ -19,6 +19,7 @@ from pe_segmentation.inference.bundle_folder import BundleInference, as_flag, re
 from pe_segmentation.inference.case_run import CaseResult, log_case_result, run_case
 from pe_segmentation.inference.cases import CaseInput, discover_cases
 from pe_segmentation.inference.dicom_seg import write_dicom_seg
+from pe_segmentation.inference.memory import MemoryGuard
 from pe_segmentation.inference.outputs import OutputOptions, save_preview, write_case
 from pe_segmentation.inference.postprocess import (
     GridMapping,
@@ -27,6 +28,7 @@ from pe_segmentation.inference.postprocess import (
     remove_small_components,
 )
 from pe_segmentation.inference.predictor import FAST_OVERLAP, FAST_SPACING_FACTOR, Prediction, Predictor
+from pe_segmentation.inference.preprocessing import PreparedImage, preprocess_volume
 from pe_segmentation.inference.report import case_report, clot_report, file_sha256
 from pe_segmentation.inference.runner import PredictorSpec, launcher_shard, run_cases
 from pe_segmentation.inference.seg_sources import DicomSegSkipped
@@ -41,10 +43,12 @@ __all__ = [
     "DicomSegSkipped",
     "EmbolusLogit",
     "GridMapping",
+    "MemoryGuard",
     "OutputOptions",
     "Prediction",
     "Predictor",
     "PredictorSpec",
+    "PreparedImage",
     "as_flag",
     "bounding_box",
     "case_report",
@@ -54,6 +58,7 @@ __all__ = [
     "flip_combinations",
     "launcher_shard",
     "log_case_result",
+    "preprocess_volume",
     "probability_to_mask",
     "read_bundle_inference",
     "remove_small_components",

@@ -36,12 +36,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from monai.transforms import Compose, Spacingd
-from monai.utils import convert_to_numpy
+from monai.inferers import SimpleInferer
 
 from pe_segmentation.config import Config, replace_section
-from pe_segmentation.data.transforms import build_inference_transforms
 from pe_segmentation.errors import CheckpointError, ConfigError, ScanQualityError
+from pe_segmentation.inference.memory import MemoryGuard
+from pe_segmentation.inference.network_pass import WindowRun, network_probability
 from pe_segmentation.inference.postprocess import (
     Box,
     DroppedClots,
@@ -53,16 +53,16 @@ from pe_segmentation.inference.postprocess import (
     probability_to_mask,
     remove_small_components,
 )
-from pe_segmentation.inference.preloaded import PreloadedReader
+from pe_segmentation.inference.preprocessing import PreparedImage, preprocess_volume
 from pe_segmentation.inference.scan_quality import ScanQuality, assess_scan
 from pe_segmentation.inference.window_network import EmbolusLogit, flip_combinations
 from pe_segmentation.io.loader import load_volume
 from pe_segmentation.io.volume import Volume
 from pe_segmentation.networks import build_network
-from pe_segmentation.runtime.allocator import keep_freed_memory
+from pe_segmentation.runtime.allocator import keep_freed_memory, release_freed_memory
 from pe_segmentation.runtime.checkpoint import load_checkpoint, load_model_weights, saved_config
-from pe_segmentation.runtime.devices import inference_device, inference_precision, stitch_device
-from pe_segmentation.runtime.inferer import AutocastInferer, build_inferer, count_windows
+from pe_segmentation.runtime.devices import inference_device, inference_precision
+from pe_segmentation.runtime.inferer import AutocastInferer, window_size
 from pe_segmentation.runtime.memory_format import channels_last_format, to_memory_format
 
 log = logging.getLogger(__name__)
@@ -137,13 +137,6 @@ def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
     seconds[stage] = time.perf_counter() - start
 
 
-def _split_at_resampling(chain: Compose) -> tuple[Compose, Compose]:
-    """The chain before its first ``Spacingd`` and from it on (the grid before resampling fixes the body box)."""
-    steps = list(chain.transforms)
-    index = next((i for i, step in enumerate(steps) if isinstance(step, Spacingd)), len(steps))
-    return Compose(steps[:index]), Compose(steps[index:])
-
-
 class Predictor:
     """A network with its preprocessing and post-processing, ready to segment CTs.
 
@@ -164,11 +157,15 @@ class Predictor:
         qc: one of :data:`QC_MODES`.
         territory: confine the network and its clots to the territory where emboli can be (the scan quality
             checks find it); ``False`` runs every window and keeps clots anywhere.
+        memory_budget: the most resident memory the process may reach, in GB (2^30 bytes); per case the
+            window batch (at most ``sw_batch_size``) and the stitching are chosen to stay under it
+            (:mod:`pe_segmentation.inference.memory`). ``None``: what the machine has available, less a margin.
 
     Raises:
         ConfigError: a config without a fixed spacing (``preprocessing.spacing`` null or with a null axis: the
             network runs at the one spacing it was trained at), a bad device, precision, threshold, overlap,
-            window batch or QC mode.
+            window batch, QC mode or memory budget.
+        MemoryBudgetError: the budget cannot hold the network running on one window.
     """
 
     def __init__(
@@ -189,6 +186,7 @@ class Predictor:
         model_info: dict[str, Any] | None = None,
         qc: str = "report",
         territory: bool = True,
+        memory_budget: float | None = None,
     ) -> None:
         if config.preprocessing.fixed_spacing is None:
             raise ConfigError(
@@ -230,6 +228,16 @@ class Predictor:
         self.network = to_memory_format(network.to(self.device).eval(), self.memory_format)
         flips = flip_combinations(spatial_dims) if self.tta else [()]
         self.window_network = EmbolusLogit(self.network, flips=flips, memory_format=self.memory_format).eval()
+        self.memory = MemoryGuard.for_network(
+            memory_budget,
+            self._run_windows,
+            self.device,
+            window_size(self.config),
+            self.sw_batch_size,
+            in_channels=int(config.model.params.get("in_channels", 1)),
+            slab_stitching=spatial_dims == 3,
+        )
+        self.window_network.reset_counts()
 
     @classmethod
     def from_checkpoint(
@@ -289,6 +297,7 @@ class Predictor:
             "fast": self.fast,
             "qc": self.qc,
             "territory": self.use_territory,
+            "memory_budget_gb": self.memory.budget_gb,
         }
 
     @torch.no_grad()
@@ -320,10 +329,15 @@ class Predictor:
             quality = assess_scan(volume)
         self._enforce_quality(quality, volume)
         with _timed(seconds, "preprocess"):
-            tensor, mapping, network_affine = self._preprocess(volume)
-            territory = self._network_territory(quality, volume, network_affine, tensor.shape[1:])
+            prepared, mapping = self._preprocess(volume)
+            grid = tuple(int(n) for n in prepared.tensor.shape[1:])
+            territory = self._network_territory(quality, volume, prepared.network_affine, grid)
+        # refused here, before the network runs, when no window batch and stitching fit the budget
+        plan = self.memory.plan(grid, volume.shape, str(volume.metadata.get("source") or "input"))
         with _timed(seconds, "network"):
-            probability, stitch = self._network_probability(tensor, territory)
+            probability, stitch = network_probability(self._window_run(), prepared.tensor, territory, plan)
+        del prepared  # the network-grid image: not needed any more
+        release_freed_memory()
         with _timed(seconds, "postprocess"):
             outside = DroppedClots()
             if territory is not None:
@@ -332,11 +346,14 @@ class Predictor:
                 )
             score = _study_score(probability, territory)
             result = probability_to_mask(probability, mapping, self.threshold, full_probability)
+            del probability
             result = self._drop_small_clots(result, volume)
         prediction = self._prediction(volume, result, mapping, stitch, seconds)
+        prediction.details["memory"] = plan.summary()
         prediction.quality = quality
         prediction.territory = self._territory_summary(territory, outside, volume, mapping)
         prediction.study_score = score
+        release_freed_memory()
         return prediction
 
     def _enforce_quality(self, quality: ScanQuality, volume: Volume) -> None:
@@ -377,34 +394,27 @@ class Predictor:
             summary["network_grid_share"] = round(float(np.count_nonzero(territory)) / territory.size, 4)
         return summary
 
-    def _preprocess(self, volume: Volume) -> tuple[torch.Tensor, GridMapping, np.ndarray]:
-        """The preprocessed ``(1, *spatial)`` image, where its grid lies in the input's, and its affine.
+    def _preprocess(self, volume: Volume) -> tuple[PreparedImage, GridMapping]:
+        """The preprocessed image (:func:`~pe_segmentation.inference.preprocessing.preprocess_volume`) and where
+        its grid lies in the input's; refused first when its memory would not fit the budget.
 
-        The chain runs in two parts, so that the grid after the body crop (before resampling) is known: it
-        fixes the body box of :class:`GridMapping`. Resampling and windowing run on the GPU when the
-        stitching does (MONAI's transforms follow their input's device): on an H200 they took 1.9 s of the
-        CPU's time per 512x512x300 CT, a quarter of the whole case.
+        Resampling and windowing run on the GPU when the stitching does (MONAI's transforms follow their
+        input's device): on an H200 they took 1.9 s of the CPU's time per 512x512x300 CT, a quarter of the
+        whole case.
         """
-        chain = build_inference_transforms(self.config.preprocessing, reader=PreloadedReader(volume))
-        before, after = _split_at_resampling(chain)
-        data = before({"image": str(volume.metadata.get("source", "volume"))})
-        cropped_affine = convert_to_numpy(data["image"].affine, dtype=np.float64)
-        cropped_shape = tuple(data["image"].shape[1:])
-        if stitch_device(self.device, 2 * int(np.prod(cropped_shape))).type == "cuda":
-            data["image"] = data["image"].to(self.device)
-        data = after(data)
-        prepared = data["image"]
-        network_affine = convert_to_numpy(prepared.affine, dtype=np.float64)
+        spacing = self.config.preprocessing.fixed_spacing
+        assert spacing is not None  # checked in __init__
+        self.memory.check_preprocess(volume, spacing)
+        prepared = preprocess_volume(self.config.preprocessing, volume, self.device)
         mapping = GridMapping.from_affines(
             volume.affine,
             volume.shape,
-            cropped_affine,
-            cropped_shape,
-            network_affine,
-            tuple(prepared.shape[1:]),
+            prepared.cropped_affine,
+            prepared.cropped_shape,
+            prepared.network_affine,
+            tuple(prepared.tensor.shape[1:]),
         )
-        tensor = prepared.as_tensor() if hasattr(prepared, "as_tensor") else torch.as_tensor(prepared)
-        return tensor, mapping, network_affine
+        return prepared, mapping
 
     def _drop_small_clots(self, result: MaskResult, volume: Volume) -> MaskResult:
         """``result`` without clots under ``min_volume_mm3`` (the mask is edited in place), its box shrunk."""
@@ -448,51 +458,23 @@ class Predictor:
             details=details,
         )
 
-    def _network_probability(
-        self, image: torch.Tensor, territory: np.ndarray | None = None
-    ) -> tuple[np.ndarray, torch.device]:
-        """Sliding-window embolus probability of a preprocessed ``(1, *spatial)`` image on its own grid.
-
-        With a ``territory`` (uint8, the image's grid), the windows tile only the territory's bounding box, and
-        those holding none of it are not run; the probability is 0 elsewhere. The window counts of the run
-        (:attr:`EmbolusLogit.windows_run`, ``windows_skipped``) are then relative to tiling the whole grid.
-        """
-        voxels = int(np.prod(image.shape[1:]))
-        stitch = stitch_device(self.device, voxels)
-        self.window_network.reset_counts()
-        if territory is None:
-            return self._sliding_window(image, None, stitch), stitch
-        every = count_windows(self.config, image.shape[1:], self.overlap)
-        probability = np.zeros(image.shape[1:], dtype=np.float32)
-        box = bounding_box(territory)
-        if box is not None:
-            cropped = image[(slice(None), box[0], box[1], box[2])]
-            probability[box] = self._sliding_window(cropped, territory[box], stitch)
-        self.window_network.windows_skipped = max(every - self.window_network.windows_run, 0)
-        return probability, stitch
-
-    def _sliding_window(
-        self, image: torch.Tensor, territory: np.ndarray | None, stitch: torch.device
-    ) -> np.ndarray:
-        """The embolus probability of ``image`` (``(1, *spatial)``), skipping windows without ``territory``."""
-        inferer = build_inferer(
+    def _window_run(self) -> WindowRun:
+        """How this predictor's windows run (:mod:`pe_segmentation.inference.network_pass`)."""
+        return WindowRun(
+            self.window_network,
             self.config,
             self.overlap,
-            self.sw_batch_size,
-            sw_device=self.device,
-            device=stitch,
-            progress=self.progress,
+            self.device,
+            self.precision,
+            self.memory_format,
+            self.progress,
         )
-        wrapped = AutocastInferer(inferer, self.precision, self.memory_format)
-        batch = image.unsqueeze(0).to(stitch)
-        if territory is None:
-            log_odds = wrapped(batch, self.window_network)
-        else:
-            condition = torch.from_numpy(np.ascontiguousarray(territory))[None, None].to(stitch)
-            log_odds = wrapped(batch, self.window_network, condition=condition)
-        if isinstance(log_odds, (list, tuple)):
-            log_odds = log_odds[0]
-        return torch.sigmoid(torch.as_tensor(log_odds)[0, 0].float()).cpu().numpy()
+
+    def _run_windows(self, windows: torch.Tensor) -> torch.Tensor:
+        """One batch of windows through the network as the sliding window runs it (autocast, memory format):
+        what :class:`~pe_segmentation.inference.memory.MemoryGuard` measures."""
+        wrapped = AutocastInferer(SimpleInferer(), self.precision, self.memory_format)
+        return torch.as_tensor(wrapped(windows, self.window_network))
 
 
 def _study_score(probability: np.ndarray, territory: np.ndarray | None) -> float:

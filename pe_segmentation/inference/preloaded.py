@@ -37,13 +37,15 @@ def c_order(array: np.ndarray, dtype: np.dtype | type = np.float32) -> np.ndarra
 class PreloadedReader(PESegReader):
     """Serve an already-read :class:`Volume` to ``LoadImaged``, so that a case is read from disk once.
 
-    The voxels are handed over as the C-contiguous float32 array that ``LoadImaged`` would make of them, only
-    faster (:func:`c_order`).
+    The voxels are handed over C-contiguous, as ``LoadImaged`` would make them, only faster (:func:`c_order`):
+    as float32, or with ``dtype=None`` in their stored type (int16 HU: half the memory; the chain's
+    resampling makes them float32 with the same values).
     """
 
-    def __init__(self, volume: Volume) -> None:
+    def __init__(self, volume: Volume, dtype: np.dtype | type | None = np.float32) -> None:
         super().__init__(series_uid=None, dtype=None)
         self.volume = volume
+        self.voxel_dtype = dtype
 
     def verify_suffix(self, filename: Any) -> bool:
         return True
@@ -53,4 +55,4 @@ class PreloadedReader(PESegReader):
 
     def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
         array, meta = super().get_data(img)
-        return c_order(array), meta
+        return c_order(array, array.dtype if self.voxel_dtype is None else self.voxel_dtype), meta

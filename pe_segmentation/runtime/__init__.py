@@ -1,5 +1,5 @@
-"""What training and inference share: devices and precision, the memory allocator, checkpoints, torch.distributed
-and the sliding-window inferer.
+"""What training and inference share: devices and precision, the memory allocator, checkpoints, torch.distributed,
+the sliding-window inferers and the memory budget of a prediction.
 
 Nothing here knows about a training run or a prediction; both build on it::
 
@@ -12,7 +12,7 @@ Nothing here knows about a training run or a prediction; both build on it::
 
 from __future__ import annotations
 
-from pe_segmentation.runtime.allocator import keep_freed_memory
+from pe_segmentation.runtime.allocator import keep_freed_memory, release_freed_memory
 from pe_segmentation.runtime.checkpoint import (
     check_architecture,
     find_resume_checkpoint,
@@ -28,14 +28,30 @@ from pe_segmentation.runtime.devices import (
     visible_devices,
 )
 from pe_segmentation.runtime.distributed import DistributedContext, init_distributed, launch, under_launcher
-from pe_segmentation.runtime.inferer import AutocastInferer, build_inferer, count_windows
+from pe_segmentation.runtime.inferer import AutocastInferer, build_inferer, count_windows, window_size
+from pe_segmentation.runtime.memory_budget import (
+    MemoryEstimate,
+    MemoryPlan,
+    budget_bytes,
+    network_stage_bytes,
+    plan_memory,
+    postprocess_stage_bytes,
+    preprocess_stage_bytes,
+)
 from pe_segmentation.runtime.memory_format import channels_last_format, to_memory_format
 from pe_segmentation.runtime.precision import Precision, cpu_supports_bf16, resolve_precision, select_device
+from pe_segmentation.runtime.stitching import SlabSlidingWindowInferer
+from pe_segmentation.runtime.window_memory import WindowActivation, measure_window_activation
 
 __all__ = [
     "AutocastInferer",
     "DistributedContext",
+    "MemoryEstimate",
+    "MemoryPlan",
     "Precision",
+    "SlabSlidingWindowInferer",
+    "WindowActivation",
+    "budget_bytes",
     "build_inferer",
     "channels_last_format",
     "check_architecture",
@@ -49,6 +65,12 @@ __all__ = [
     "launch",
     "load_checkpoint",
     "load_model_weights",
+    "measure_window_activation",
+    "network_stage_bytes",
+    "plan_memory",
+    "postprocess_stage_bytes",
+    "preprocess_stage_bytes",
+    "release_freed_memory",
     "resolve_precision",
     "save_checkpoint",
     "saved_config",
@@ -57,4 +79,5 @@ __all__ = [
     "to_memory_format",
     "under_launcher",
     "visible_devices",
+    "window_size",
 ]

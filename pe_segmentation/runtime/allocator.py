@@ -13,6 +13,11 @@ it but not returned to the system before it exits, and the heap fragments a litt
 resident memory grew by 7%, 1.71 to 1.84 GB).
 
 ``PE_SEG_KEEP_FREED_MEMORY=0`` switches it off.
+
+What is kept is capped by hand instead: :func:`release_freed_memory` (glibc's ``malloc_trim``) hands the freed
+memory back to the system between the stages of a prediction and between cases, so that memory freed by
+preprocessing (about 0.2 GB for a 512 x 512 x 400 CT) is not still counted while the network runs, nor one
+case's peak while the next case starts. It takes about a millisecond.
 """
 
 from __future__ import annotations
@@ -69,3 +74,18 @@ def keep_freed_memory() -> bool:
     )
     log.debug("keep freed memory for reuse: %s", _applied)
     return _applied
+
+
+def keeps_freed_memory() -> bool:
+    """Whether :func:`keep_freed_memory` took effect in this process."""
+    return bool(_applied)
+
+
+def release_freed_memory() -> bool:
+    """Give the memory this process has freed back to the system (glibc's ``malloc_trim(0)``).
+
+    Returns:
+        whether anything was released (``False`` also on other C libraries and platforms).
+    """
+    libc = _glibc()
+    return bool(libc is not None and libc.malloc_trim(0) == 1)

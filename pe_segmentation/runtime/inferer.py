@@ -42,7 +42,7 @@ def build_inferer(
     Raises:
         ValueError: an overlap outside [0, 1), a window batch below 1, or a window size of the wrong length.
     """
-    roi = tuple(roi_size or config.validation.roi_size or config.patch.patch_size or ())
+    roi = tuple(roi_size or window_size(config))
     overlap = config.validation.overlap if overlap is None else float(overlap)
     sw_batch_size = config.validation.sw_batch_size if sw_batch_size is None else int(sw_batch_size)
     if not 0.0 <= overlap < 1.0:
@@ -67,20 +67,37 @@ def build_inferer(
     return SlidingWindowInferer(**common)
 
 
+def window_size(config: Config) -> tuple[int, ...]:
+    """The sliding window of a run: ``validation.roi_size``, else the training patch size."""
+    return tuple(int(r) for r in (config.validation.roi_size or config.patch.patch_size or ()))
+
+
+def window_slices(shape: Sequence[int], roi_size: Sequence[int], overlap: float) -> list[tuple[slice, ...]]:
+    """The windows MONAI's sliding window cuts from a volume of ``shape`` (after padding it to at least the
+    window), in MONAI's order: the first axis slowest.
+
+    Windows lie ``roi * (1 - overlap)`` apart (a whole window where the volume is one window wide); the last
+    one along each axis is moved back to end at the volume's edge. One definition for :func:`count_windows` and
+    :class:`~pe_segmentation.runtime.stitching.SlabSlidingWindowInferer`, the same as MONAI's.
+    """
+    roi = tuple(int(r) for r in roi_size)
+    size = tuple(max(int(s), r) for s, r in zip(shape, roi, strict=True))
+    interval = tuple(r if r == s else max(int(r * (1 - overlap)), 1) for r, s in zip(roi, size, strict=True))
+    return [tuple(s) for s in dense_patch_slices(size, roi, interval)]
+
+
 def count_windows(config: Config, shape: Sequence[int], overlap: float | None = None) -> int:
     """How many windows the inferer of :func:`build_inferer` runs over a volume of ``shape``.
 
     MONAI tiles the (padded) volume with windows ``roi * (1 - overlap)`` apart; a 2D network's windows tile
     each slice along the last axis. Reports use it to say how many windows the territory saved.
     """
-    roi = tuple(int(r) for r in (config.validation.roi_size or config.patch.patch_size or ()))
+    roi = window_size(config)
     overlap = config.validation.overlap if overlap is None else float(overlap)
     planes, spatial = (
         (int(shape[-1]), tuple(shape[:2])) if config.patch.spatial_dims == 2 else (1, tuple(shape))
     )
-    size = tuple(max(int(s), r) for s, r in zip(spatial, roi, strict=True))
-    interval = tuple(r if r == s else max(int(r * (1 - overlap)), 1) for r, s in zip(roi, size, strict=True))
-    return planes * len(dense_patch_slices(size, roi, interval))
+    return planes * len(window_slices(spatial, roi, overlap))
 
 
 class AutocastInferer(Inferer):

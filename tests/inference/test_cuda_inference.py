@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import make_affine
 
-from pe_segmentation.inference import predictor as predictor_module
+from pe_segmentation.inference import network_pass, preprocessing
 from pe_segmentation.inference.predictor import Predictor
 from pe_segmentation.io.volume_files import read_volume, write_volume
 from pe_segmentation.runtime.devices import visible_devices
@@ -42,11 +42,12 @@ def test_cuda_fp32_matches_the_cpu():
 
 
 def test_stitching_in_host_memory_gives_the_gpu_result(monkeypatch):
-    """A volume too large for the GPU keeps its whole-volume buffers (and its resampling) on the CPU; the
-    windows still run on the GPU, and the result is the same."""
+    """A volume too large for the GPU keeps its stitching sums (and its resampling) on the CPU; the windows
+    still run on the GPU, and the result is the same."""
     config = tiny_config()
     on_gpu, _ = _probability(Predictor(tiny_network(config), config, "cuda", "fp32"))
-    monkeypatch.setattr(predictor_module, "stitch_device", lambda device, voxels: torch.device("cpu"))
+    for module in (network_pass, preprocessing):
+        monkeypatch.setattr(module, "stitch_device", lambda device, voxels: torch.device("cpu"))
     on_host, details = _probability(Predictor(tiny_network(config), config, "cuda", "fp32"))
     assert details["stitch_device"] == "cpu"
     # the resampling ran on the CPU this time, and cuDNN may pick other TF32 kernels: seen 2e-4 on an H200
