@@ -46,7 +46,7 @@ class InferenceSettings:
         checkpoint: the weights file.
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
         predictor: keyword options of :class:`~pe_segmentation.inference.Predictor` (overlap, sw_batch_size,
-            threshold, min_volume_mm3, tta, fast, channels_last, qc, territory, memory_budget).
+            threshold, min_peak, min_volume_mm3, tta, fast, channels_last, qc, territory, memory_budget).
         save_probability, dicom_seg, preview: which optional outputs to write.
     """
 
@@ -118,6 +118,7 @@ def _check_options(options: dict[str, Any]) -> None:
     """Refuse out-of-range predictor options in one line that names the flag."""
     checks = (
         ("threshold", "--threshold", lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
+        ("min_peak", "--min-peak", lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
         ("min_volume_mm3", "--min-volume", lambda v: v >= 0, ">= 0 mm^3"),
         ("overlap", "--overlap", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
         ("sw_batch_size", "--sw-batch-size", lambda v: v >= 1, ">= 1"),
@@ -168,7 +169,7 @@ def infer(
         progress: MONAI's progress bar over the sliding windows (one process only).
         on_result: called as each case finishes, with its result, the number done and the total.
         **predictor: options of :class:`~pe_segmentation.inference.Predictor`: ``overlap``, ``sw_batch_size``,
-            ``threshold``, ``min_volume_mm3``, ``tta``, ``fast``, ``channels_last``, ``qc`` (``report`` or
+            ``threshold``, ``min_peak``, ``min_volume_mm3``, ``tta``, ``fast``, ``channels_last``, ``qc`` (``report`` or
             ``strict``), ``territory`` (``None``: the model's own), ``memory_budget`` (GB per process;
             ``None``: the machine's available memory less a margin).
 

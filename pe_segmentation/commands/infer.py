@@ -97,6 +97,13 @@ def _add_output_flags(parser: argparse.ArgumentParser) -> None:
         "--threshold", type=float, help="embolus probability threshold (default: inference.threshold)"
     )
     post.add_argument(
+        "--min-peak",
+        type=float,
+        metavar="P",
+        help="keep only clots whose highest probability reaches P (default: inference.min_peak; "
+        "pe-seg evaluate prints P for each false-positive rate of its FROC)",
+    )
+    post.add_argument(
         "--min-volume",
         type=float,
         metavar="MM3",
@@ -151,6 +158,7 @@ def run_command(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         sw_batch_size=args.sw_batch_size,
         threshold=args.threshold,
+        min_peak=args.min_peak,
         min_volume_mm3=args.min_volume,
         tta=True if args.tta else None,
         fast=True if args.fast else None,

@@ -218,17 +218,23 @@ class ValidationConfig(SettingsSection):
 
 @dataclass(frozen=True)
 class InferenceConfig(SettingsSection):
-    """From probabilities to a clot mask."""
+    """From probabilities to a clot mask.
+
+    ``min_peak`` keeps only the clots whose highest probability reaches it (0: every clot): clots are found at
+    ``min_peak`` and outlined at ``threshold``. ``pe-seg evaluate`` prints the peak of each FROC reading.
+    """
 
     section: ClassVar[str] = "inference"
 
     threshold: float = 0.5
+    min_peak: float = 0.0
     min_volume_mm3: float = 0.0
     overlap: float = 0.25
     sw_batch_size: int = 2
 
     def __post_init__(self) -> None:
         self._set("threshold", self._number("threshold", low=0.0, high=1.0))
+        self._set("min_peak", self._number("min_peak", low=0.0, high=1.0))
         self._set("min_volume_mm3", self._number("min_volume_mm3", low=0.0))
         _check_sliding_window(self)
 

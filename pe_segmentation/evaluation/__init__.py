@@ -25,6 +25,7 @@ from pe_segmentation.evaluation.detection import (
     label_components,
     match_components,
     sensitivity_at,
+    threshold_at,
 )
 from pe_segmentation.evaluation.matching import CaseMatching, CasePair, collect_cases, match_cases
 from pe_segmentation.evaluation.plots import plot_froc, plot_metric_boxes, plot_roc
@@ -94,6 +95,7 @@ __all__ = [
     "sensitivity_at",
     "study_summary",
     "surface_metrics",
+    "threshold_at",
     "voxel_metrics",
     "write_report",
 ]

@@ -24,6 +24,7 @@ from pe_segmentation.evaluation.detection import (
     FROCCurve,
     froc_curve,
     sensitivity_at,
+    threshold_at,
 )
 from pe_segmentation.evaluation.matching import CaseMatching
 from pe_segmentation.evaluation.scoring import CaseEvaluation
@@ -102,6 +103,8 @@ def froc_summary(
         "max_sensitivity": float(curve.sensitivity[-1]),
         "fp_rates": rates,
         "sensitivity": readings,
+        # the operating point of each reading, as the lowest clot peak probability kept (inference.min_peak)
+        "score_thresholds": [float(t) if np.isfinite(t) else None for t in threshold_at(curve, rates)],
         "ci95_low": low,
         "ci95_high": high,
         "mean_sensitivity": float(np.mean(readings)),

@@ -314,6 +314,16 @@ def froc_curve(cases: Sequence[CaseCandidates]) -> FROCCurve:
     )
 
 
+def threshold_at(curve: FROCCurve, fp_rates: Sequence[float] = FROC_FP_RATES) -> np.ndarray:
+    """The score threshold of the step reading of :func:`sensitivity_at` at each false-positive rate: the
+    lowest threshold whose operating point has at most that many false positives per scan (``inf`` when even
+    the strictest candidate exceeds it). A predictor keeping only clots whose highest probability reaches it
+    (``inference.min_peak``) works at that point on these scans."""
+    rates = np.asarray(fp_rates, dtype=np.float64)
+    index = np.searchsorted(curve.fp_per_scan, rates + 1e-12, side="right") - 1
+    return curve.thresholds[np.clip(index, 0, None)]
+
+
 def sensitivity_at(
     curve: FROCCurve, fp_rates: Sequence[float] = FROC_FP_RATES, interpolation: str = "step"
 ) -> np.ndarray:

@@ -200,6 +200,12 @@ def _froc_section(froc: Mapping[str, Any], files: Mapping[str, str]) -> list[str
         )
         + " | |",
     ]
+    if "score_thresholds" in froc:  # summaries written before it was added lack it
+        lines.append(
+            "| clot peak >= (`--min-peak`) | "
+            + " | ".join("none" if t is None else f"{t:.3f}" for t in froc["score_thresholds"])
+            + " | |",
+        )
     if froc["max_fp_per_scan"] < max(rates):
         lines += [
             "",

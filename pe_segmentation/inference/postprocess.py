@@ -383,6 +383,35 @@ class DroppedClots:
     voxels: int = 0
 
 
+@dataclass(frozen=True)
+class _Candidates:
+    """The candidate clots of a probability map: 26-connected groups of voxels at or above the threshold,
+    labelled inside their bounding box ``outer``."""
+
+    outer: Box
+    labels: np.ndarray
+    count: int
+    sizes: np.ndarray
+
+    @classmethod
+    def find(cls, probability: np.ndarray, threshold: float) -> _Candidates | None:
+        above = probability >= threshold
+        outer = bounding_box(above)
+        if outer is None:
+            return None
+        labels, count = ndimage.label(above[outer], structure=CONNECTIVITY)
+        return cls(outer, labels, int(count), np.bincount(labels.ravel(), minlength=count + 1))
+
+    def drop(self, probability: np.ndarray, dropped: np.ndarray) -> DroppedClots:
+        """Set the voxels of the candidates flagged in ``dropped`` (indexed by label, 0 ignored) to 0."""
+        dropped[0] = False
+        if not dropped.any():
+            return DroppedClots()
+        region = probability[self.outer]
+        region[dropped[self.labels]] = 0.0
+        return DroppedClots(int(dropped.sum()), int(self.sizes[dropped].sum()))
+
+
 def drop_outside_territory(
     probability: np.ndarray, territory: np.ndarray, threshold: float, min_inside: float = 0.5
 ) -> DroppedClots:
@@ -406,17 +435,37 @@ def drop_outside_territory(
         )
     if not 0.0 < min_inside <= 1.0:
         raise ValueError(f"min_inside must be in (0, 1], got {min_inside}")
-    above = probability >= threshold
-    outer = bounding_box(above)
-    if outer is None:
+    candidates = _Candidates.find(probability, threshold)
+    if candidates is None:
         return DroppedClots()
-    labels, count = ndimage.label(above[outer], structure=CONNECTIVITY)
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)
-    inside = np.bincount(labels[territory[outer] != 0], minlength=count + 1)  # no float64 weights array
-    dropped = inside < min_inside * sizes
-    dropped[0] = False
-    if not dropped.any():
+    labels = candidates.labels
+    inside = np.bincount(labels[territory[candidates.outer] != 0], minlength=candidates.count + 1)
+    return candidates.drop(probability, inside < min_inside * candidates.sizes)
+
+
+def drop_low_peak_clots(probability: np.ndarray, threshold: float, min_peak: float) -> DroppedClots:
+    """Remove the candidate clots whose highest probability stays below ``min_peak``.
+
+    Hysteresis thresholding: a clot is found where the network is sure (its peak reaches ``min_peak``) and
+    outlined where it is fairly sure (``threshold``), so the operating point on the FROC (which scores each
+    candidate by its peak; ``pe-seg evaluate`` prints the peak for each false-positive rate) is chosen without
+    shrinking the clots that are kept.
+
+    Args:
+        probability: embolus probability on the network grid; edited in place.
+        threshold: the clot threshold, in (0, 1].
+        min_peak: the peak a kept candidate reaches; at or below ``threshold`` nothing is dropped.
+
+    Returns:
+        How many candidates were dropped, and their voxels.
+    """
+    if not 0.0 <= min_peak <= 1.0:
+        raise ValueError(f"min_peak must be in [0, 1], got {min_peak}")
+    if min_peak <= threshold:
         return DroppedClots()
-    region = probability[outer]
-    region[dropped[labels]] = 0.0
-    return DroppedClots(int(dropped.sum()), int(sizes[dropped].sum()))
+    candidates = _Candidates.find(probability, threshold)
+    if candidates is None:
+        return DroppedClots()
+    region = probability[candidates.outer]
+    peaks = ndimage.maximum(region, candidates.labels, np.arange(candidates.count + 1))
+    return candidates.drop(probability, np.asarray(peaks) < min_peak)

@@ -49,6 +49,7 @@ from pe_segmentation.inference.postprocess import (
     MaskResult,
     bounding_box,
     box_in,
+    drop_low_peak_clots,
     drop_outside_territory,
     probability_to_mask,
     remove_small_components,
@@ -148,6 +149,8 @@ class Predictor:
         overlap: window overlap; default ``inference.overlap`` (``--fast``: :data:`FAST_OVERLAP`).
         sw_batch_size: windows per forward pass; default ``inference.sw_batch_size``.
         threshold: probability at or above which a voxel is embolus, in (0, 1]; default ``inference.threshold``.
+        min_peak: clots whose highest probability stays below this are dropped (found at ``min_peak``,
+            outlined at ``threshold``); default ``inference.min_peak``.
         min_volume_mm3: clots smaller than this are dropped; default ``inference.min_volume_mm3``.
         tta: average the prediction over all flips of the spatial axes (8 passes in 3D).
         fast: resample :data:`FAST_SPACING_FACTOR` times coarser than in training, with less overlap.
@@ -178,6 +181,7 @@ class Predictor:
         overlap: float | None = None,
         sw_batch_size: int | None = None,
         threshold: float | None = None,
+        min_peak: float | None = None,
         min_volume_mm3: float | None = None,
         tta: bool = False,
         fast: bool = False,
@@ -197,6 +201,7 @@ class Predictor:
         self.config = _fast_config(config) if fast else config
         settings = config.inference
         self.threshold = float(settings.threshold if threshold is None else threshold)
+        self.min_peak = float(settings.min_peak if min_peak is None else min_peak)
         self.min_volume_mm3 = float(settings.min_volume_mm3 if min_volume_mm3 is None else min_volume_mm3)
         if overlap is None:
             overlap = FAST_OVERLAP if fast else settings.overlap
@@ -204,6 +209,8 @@ class Predictor:
         self.sw_batch_size = int(settings.sw_batch_size if sw_batch_size is None else sw_batch_size)
         if not 0.0 < self.threshold <= 1.0:
             raise ConfigError(f"threshold must be in (0, 1], got {self.threshold:g}")
+        if not 0.0 <= self.min_peak <= 1.0:
+            raise ConfigError(f"min peak must be in [0, 1], got {self.min_peak:g}")
         if self.min_volume_mm3 < 0:
             raise ConfigError(f"min volume must be >= 0 mm^3, got {self.min_volume_mm3:g}")
         if not 0.0 <= self.overlap < 1.0:
@@ -286,6 +293,7 @@ class Predictor:
             "precision": self.precision.name,
             "channels_last": self.memory_format is not None,
             "threshold": self.threshold,
+            "min_peak": self.min_peak,
             "min_volume_mm3": self.min_volume_mm3,
             "overlap": self.overlap,
             "sw_batch_size": self.sw_batch_size,
@@ -344,12 +352,14 @@ class Predictor:
                 outside = drop_outside_territory(
                     probability, territory, self.threshold, MIN_SHARE_IN_TERRITORY
                 )
-            score = _study_score(probability, territory)
+            score = _study_score(probability, territory)  # before min_peak, which would flatten the ranking
+            low_peak = drop_low_peak_clots(probability, self.threshold, self.min_peak)
             result = probability_to_mask(probability, mapping, self.threshold, full_probability)
             del probability
             result = self._drop_small_clots(result, volume)
         prediction = self._prediction(volume, result, mapping, stitch, seconds)
         prediction.details["memory"] = plan.summary()
+        prediction.details["dropped_low_peak_clots"] = low_peak.count
         prediction.quality = quality
         prediction.territory = self._territory_summary(territory, outside, volume, mapping)
         prediction.study_score = score

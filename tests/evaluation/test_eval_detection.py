@@ -15,6 +15,7 @@ from pe_segmentation.evaluation.detection import (
     froc_curve,
     label_components,
     sensitivity_at,
+    threshold_at,
 )
 
 
@@ -177,6 +178,14 @@ def test_froc_points_of_a_constructed_case():
     # at 0.5), linear interpolation gives the midpoint of (0.5, 0.25) and (1.0, 0.75).
     assert sensitivity_at(curve, [0.25, 0.75]).tolist() == [0.0, 0.25]
     assert sensitivity_at(curve, [0.25, 0.75], "linear") == pytest.approx([0.125, 0.5])
+
+
+def test_froc_operating_points_as_peak_thresholds():
+    # the same sweep: the last point with at most 0.5 FP/scan is (0.5, 0.25) at 0.9; with 1.0, (1.0, 0.75) at
+    # 0.5; 2.0 and more reach the last point, 0.2; under 0.5 FP/scan only the empty point (inf) qualifies
+    curve = froc_curve(candidates(*froc_scans()))
+    assert threshold_at(curve).tolist() == pytest.approx([0.9, 0.5, 0.2, 0.2, 0.2])
+    assert threshold_at(curve, [0.25]).tolist() == [np.inf]
 
 
 def test_froc_points_match_thresholded_detection():

@@ -143,6 +143,7 @@ def test_one_bad_input_fails_with_its_own_error(tmp_path, checkpoint, run_infer,
     [
         (["--threshold", "0"], EXIT_CONFIG, "--threshold must be in (0, 1]"),
         (["--min-volume", "-3"], EXIT_CONFIG, "--min-volume"),
+        (["--min-peak", "1.5"], EXIT_CONFIG, "--min-peak must be in [0, 1], got 1.5"),
         (["--precision", "fp16", "--device", "cpu"], EXIT_CONFIG, "--precision: fp16 needs a CUDA device"),
         (["--device", "tpu"], EXIT_CONFIG, "--device"),
     ],

@@ -146,6 +146,29 @@ def test_threshold_and_minimum_volume(tmp_path):
             assert prediction.roi is None
 
 
+def test_min_peak_keeps_the_clots_the_network_is_sure_of_whole():
+    """Hysteresis: the 2x2x2 block at 0.55 HU-window units peaks at sigmoid(40 x 0.05) = 0.881, the other at
+    0.83 (sigmoid(13.3) = 0.9999983); with threshold 0.5 and min_peak 0.9 only the bright block stays, with
+    all its voxels, and the report counts the dropped clot."""
+    image = _planted()
+    image.array[2:4, 2:4, 2:4] = 230  # windowed (230 + 100) / 600 = 0.55
+    config = tiny_config(own_spacing(image), crop=False)
+    for min_peak, expected, dropped in (
+        (0.0, 68, 0),
+        (0.5, 68, 0),
+        (0.88, 68, 0),
+        (0.9, 60, 1),
+        (0.9999, 60, 1),
+        (1.0, 0, 2),
+    ):
+        prediction = Predictor(
+            IntensityNet(), config, "cpu", "fp32", threshold=0.5, min_peak=min_peak, territory=False
+        ).predict(image)
+        assert prediction.mask.array.sum() == expected, min_peak
+        assert prediction.details["dropped_low_peak_clots"] == dropped
+        assert prediction.details["min_peak"] == min_peak
+
+
 def test_settings_are_checked():
     config = tiny_config()
     network = tiny_network(config)
@@ -153,6 +176,7 @@ def test_settings_are_checked():
         ({"threshold": 0.0}, "threshold"),
         ({"threshold": 1.5}, "threshold"),
         ({"min_volume_mm3": -1.0}, "min volume"),
+        ({"min_peak": 1.5}, "min peak"),
         ({"overlap": 1.0}, "overlap"),
         ({"sw_batch_size": 0}, "batch"),
     ):
