@@ -97,6 +97,13 @@ def log_summary(summary: Mapping[str, Any]) -> None:
             detection["emboli"],
             detection["fp_per_scan"],
         )
+        classes = [
+            f"{size} {entry['detected']}/{entry['emboli']}"
+            + ("" if not entry["emboli"] else f" ({100 * entry['sensitivity']:.0f}%)")
+            for size, entry in detection.get("by_size", {}).items()
+        ]
+        if classes:
+            log.info("emboli found by size: %s", ", ".join(classes))
     negative = summary["cases_without_emboli"]
     if negative["cases"]:
         log.info(
