@@ -20,7 +20,7 @@ demo: $(STAMP)
 	bash scripts/demo.sh $(DEMO_DIR)
 
 # Train the demo recipe and export bundles/pe_segmentation/models/model.pt (+ configs/recipe.yaml), then check
-# the bundle with MONAI's tools. DEMO_EPOCHS=N shortens training.
+# the bundle with MONAI's tools. BUNDLE_EPOCHS=N shortens training.
 bundle-weights: $(STAMP)
 	bash scripts/bundle_weights.sh bundle_build
 
