@@ -13,6 +13,7 @@ Needs ``nnunetv2`` (pe-seg's ``nnunet`` extra).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 CT_PROPERTIES = {
     "max": 1500.0,
@@ -176,12 +178,27 @@ def build_network(plans_json: dict[str, Any], dataset_json: dict[str, Any], seed
     )
 
 
-def set_positive_share(network: torch.nn.Module, patch: tuple[int, ...], positive: float, seed: int) -> None:
-    """Shift the final layer's bias so that about ``positive`` of a window's voxels come out embolus (channel 1)
-    on normalised CT-like input (values of mean 0 and SD 1, smoothed)."""
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn((1, 1, *patch), generator=generator)
-    x = torch.nn.functional.avg_pool3d(x, 3, stride=1, padding=1) * 3
+def ct_like(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """int16 HU of smooth structure around 100 HU (the tests' CTs)."""
+    rng = np.random.default_rng(seed)
+    return (ndimage.gaussian_filter(rng.normal(0, 1, shape), 2) * 800 + 100).astype(np.int16)
+
+
+def normalise(hu: np.ndarray) -> np.ndarray:
+    """nnU-Net's CT normalisation with :data:`CT_PROPERTIES`."""
+    low, high = CT_PROPERTIES["percentile_00_5"], CT_PROPERTIES["percentile_99_5"]
+    return (
+        (np.clip(hu.astype(np.float32), low, high) - CT_PROPERTIES["mean"]) / CT_PROPERTIES["std"]
+    ).astype(np.float32)
+
+
+def set_positive_share(
+    network: torch.nn.Module, patch: tuple[int, ...], positive: float, seed: int, hu: np.ndarray | None = None
+) -> None:
+    """Shift the final layer's bias so that about ``positive`` of the voxels come out embolus (channel 1) on
+    ``hu`` (a CT, at most a few windows big; default: :func:`ct_like` of one window) after CT normalisation."""
+    sample = ct_like(tuple(2 * p for p in patch), seed) if hu is None else hu
+    x = torch.from_numpy(normalise(sample))[None, None]
     network.eval()
     with torch.no_grad():
         out = network(x)
@@ -286,3 +303,59 @@ def float32_sums() -> Iterator[None]:
         yield
     finally:
         module.torch = torch
+
+
+def read_with_nnunet(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """A CT file as nnU-Net's ``SimpleITKIO`` reads it: ``(1, z, y, x)`` and its properties."""
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    return SimpleITKIO().read_images([str(path)])
+
+
+def sha256(path: Path) -> str:
+    """SHA-256 of a file."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _mark_ran() -> None:
+    Unsafe.ran = True
+
+
+class Unsafe:
+    """An object whose unpickling would run code (it only sets :attr:`ran`)."""
+
+    ran = False
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return (_mark_ran, ())
+
+
+def calibrate(
+    folder: Path, data: np.ndarray, spacing_zyx: Any, positive: float = 0.05, mirroring: bool = False
+) -> float:
+    """Shift every fold's final-layer embolus bias so that ``positive`` of this input's voxels come out embolus
+    in nnU-Net's prediction (with or without mirroring); returns the shift.
+
+    Exact, not a search: a constant added to the embolus logit of every window passes unchanged through the
+    Gaussian blending, the fold and mirror averages and the linear resampling back, so the embolus log-odds on
+    the CT's grid moves by that constant.
+    """
+    paths = sorted(folder.glob("fold_*/checkpoint_final.pth"))
+    folds = tuple(int(p.parent.name[len("fold_") :]) for p in paths)
+    predictor = nnunet_predictor(folder, folds, mirroring)
+    with float32_sums():
+        _, probabilities = predictor.predict_single_npy_array(
+            data, {"spacing": list(spacing_zyx)}, None, None, True
+        )
+    p = np.clip(probabilities[1].astype(np.float64), 1e-12, 1 - 1e-12)
+    shift = float(np.quantile(np.log(p) - np.log1p(-p), 1.0 - positive))
+    for path in paths:
+        checkpoint = torch.load(path, weights_only=False)
+        weights = checkpoint["network_weights"]
+        key = max(
+            (k for k in weights if k.startswith("decoder.seg_layers.") and k.endswith(".bias")),
+            key=lambda k: int(k.split(".")[2]),
+        )
+        weights[key][1] -= shift
+        torch.save(checkpoint, path)
+    return shift

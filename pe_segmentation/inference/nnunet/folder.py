@@ -20,11 +20,11 @@ What nnU-Net does differently here, and why:
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +36,7 @@ import torch
 import torch.nn as nn
 
 from pe_segmentation.errors import CheckpointError, ConfigError
+from pe_segmentation.inference.report import file_sha256
 
 #: The configuration pe-seg runs (a CTPA model is a full-resolution 3D model).
 CONFIGURATION = "3d_fullres"
@@ -165,15 +166,6 @@ class NnUNetModel:
                 ) from None
             networks.append(network.eval())
         return networks
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -346,13 +338,12 @@ def load_trainer_checkpoint(path: Path) -> dict[str, Any]:
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         text = str(err)
-        if "Unsupported global" in text or "not an allowed global" in text or "GLOBAL" in text:
-            what = next(
-                (line.strip() for line in text.splitlines() if "GLOBAL" in line), text.splitlines()[0]
-            )
+        found = re.search(r"GLOBAL (\S+)", text)
+        if found is not None or "Unsupported global" in text:
+            what = f"it names {found.group(1)}" if found is not None else text.splitlines()[0]
             raise CheckpointError(
                 f"{path}: refused by weights_only loading: it holds objects other than tensors, "
-                f"plain data and NumPy scalars ({what})"
+                f"plain data and NumPy scalars ({what}; nothing in it was run)"
             ) from None
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({text.splitlines()[0]})") from None
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, IndexError) as err:
