@@ -19,7 +19,7 @@ import torch
 pytest.importorskip("nnunetv2.inference.predict_from_raw_data", exc_type=ImportError)
 SimpleITK = pytest.importorskip("SimpleITK")
 
-from pe_segmentation.errors import CheckpointError, ConfigError  # noqa: E402
+from pe_segmentation.errors import CheckpointError, ConfigError, MemoryBudgetError  # noqa: E402
 from pe_segmentation.inference.nnunet import (  # noqa: E402
     NnUNetModelPredictor,
     load_nnunet_model,
@@ -227,3 +227,36 @@ def test_plans_may_name_only_network_modules(tmp_path: Path) -> None:
     (folder / "plans.json").write_text(json.dumps(plans))
     with pytest.raises(CheckpointError, match=r"only torch\.nn"):
         load_nnunet_model(folder).build_networks()
+
+
+def test_territory_skips_windows_and_leaves_zero_outside(tmp_path: Path) -> None:
+    """With a territory (here an L in the network grid's first rows), windows tile only its box, the map is a
+    probability of about 1e-13 elsewhere, and candidates mostly outside it are dropped and counted."""
+    folder = nnunet_models.write_model(tmp_path / "model", spacing=(1.0, 1.0, 1.0))
+    ct = write_ct(tmp_path / "ct.nii.gz", smooth_ct((64, 36, 36)), (1.0, 1.0, 1.0))
+    predictor = NnUNetModelPredictor.from_folder(folder, device="cpu", precision="fp32", min_volume_mm3=0)
+
+    def slab(quality: Any, volume: Any, affine: Any, shape: tuple[int, int, int]) -> np.ndarray:
+        territory = np.zeros(shape, dtype=np.uint8)
+        # network axis 0 is the CT's z (no transposition, same spacing, no crop along z); an L in its first
+        # rows, so that its box holds voxels outside it
+        territory[:10, :18] = 1
+        territory[:10, :, :5] = 1
+        return territory
+
+    predictor._network_territory = slab  # type: ignore[method-assign]
+    prediction = predictor.predict(ct, full_probability=True)
+    assert prediction.territory["used"]
+    assert prediction.territory["windows_skipped"] > 0
+    assert prediction.territory["dropped_clots"] > 0  # 5% positive voxels: candidates lie everywhere
+    assert prediction.probability is not None
+    z_last = prediction.probability.array.transpose(2, 1, 0)
+    assert float(z_last[12:].max()) < 1e-6
+    assert float(z_last[:8].max()) > 0.5
+    assert 0.5 < prediction.study_score <= 1.0
+
+
+def test_memory_budget_covers_nnunet_models(tmp_path: Path) -> None:
+    folder = nnunet_models.write_model(tmp_path / "model")
+    with pytest.raises(MemoryBudgetError, match="too small for this network"):
+        NnUNetModelPredictor.from_folder(folder, device="cpu", memory_budget=0.05)
