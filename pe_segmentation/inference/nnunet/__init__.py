@@ -13,10 +13,9 @@ from pe_segmentation.inference.nnunet.folder import (
     CHECKPOINT_NAMES,
     NnUNetFold,
     NnUNetModel,
-    build_network,
     load_nnunet_model,
-    load_trainer_checkpoint,
 )
+from pe_segmentation.inference.nnunet.network import build_network, load_trainer_checkpoint
 from pe_segmentation.inference.nnunet.predictor import NnUNetModelPredictor, nnunet_config
 from pe_segmentation.inference.nnunet.preprocessing import NnUNetInput, NnUNetPlan, preprocess_nnunet
 from pe_segmentation.inference.nnunet.windows import (
