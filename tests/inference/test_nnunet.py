@@ -25,6 +25,7 @@ from pe_segmentation.inference.nnunet import (  # noqa: E402
     load_nnunet_model,
     nnunet_steps,
 )
+from pe_segmentation.inference.nnunet.resampling import resample_data  # noqa: E402
 from pe_segmentation.io.dicom_writer import write_dicom_series  # noqa: E402
 from pe_segmentation.io.volume import Volume  # noqa: E402
 
@@ -260,3 +261,20 @@ def test_memory_budget_covers_nnunet_models(tmp_path: Path) -> None:
     folder = nnunet_models.write_model(tmp_path / "model")
     with pytest.raises(MemoryBudgetError, match="too small for this network"):
         NnUNetModelPredictor.from_folder(folder, device="cpu", memory_budget=0.05)
+
+
+@pytest.mark.parametrize("axis", [None, 0, 2])
+def test_axis_by_axis_resampling_is_nnunets(axis: int | None) -> None:
+    """pe-seg's separable cubic resampling against nnU-Net's ``resample_data_or_seg`` (scikit-image's resize of
+    the whole volume, or per plane with nearest along ``axis``), to float32 rounding."""
+    from nnunetv2.preprocessing.resampling.default_resampling import resample_data_or_seg
+
+    rng = np.random.default_rng(1)
+    data = nnunet_models.normalise(nnunet_models.ct_like((20, 26, 31), seed=1))
+    data += rng.normal(0, 0.1, data.shape).astype(np.float32)  # some detail between the smooth structures
+    for shape in [(27, 19, 40), (12, 26, 50)]:
+        expected = resample_data_or_seg(data[None], shape, False, axis, 3, axis is not None, 0)[0]
+        ours = resample_data(data, shape, axis)
+        assert ours.dtype == np.float32
+        assert ours.shape == expected.shape
+        assert float(np.abs(ours - expected).max()) < 1e-5

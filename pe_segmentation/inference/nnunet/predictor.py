@@ -24,6 +24,7 @@ from pe_segmentation.errors import ConfigError
 from pe_segmentation.inference.network_pass import WindowRun
 from pe_segmentation.inference.nnunet.folder import CONFIGURATION, NnUNetModel, load_nnunet_model
 from pe_segmentation.inference.nnunet.preprocessing import NnUNetPlan, preprocess_nnunet
+from pe_segmentation.inference.nnunet.resampling import CHUNK_PLANES
 from pe_segmentation.inference.nnunet.windows import FoldEnsemble, nnunet_gaussian, nnunet_tiling
 from pe_segmentation.inference.postprocess import GridMapping
 from pe_segmentation.inference.predictor import Predictor
@@ -142,25 +143,19 @@ class NnUNetModelPredictor(Predictor):
 
 
 def preprocess_estimate(volume: Volume, plan: NnUNetPlan) -> MemoryEstimate:
-    """nnU-Net preprocessing's memory beyond the CT as read: the cropped float32 copy, and while resampling a
-    whole volume SciPy's float64 input and spline coefficients with its float64 output and the float32 result
-    (per plane, where the spacing is anisotropic)."""
+    """nnU-Net preprocessing's memory beyond the CT as read: the cropped float32 copy, the float32 results of
+    two resampling passes (:mod:`~pe_segmentation.inference.nnunet.resampling` works one axis at a time) and one
+    chunk's float64 work arrays."""
     axes = plan.volume_axes()
     spacing = [float(volume.spacing[a]) for a in axes]
     shape = [volume.shape[a] for a in axes]
     grid = [max(round(s / t * n), 1) for s, t, n in zip(spacing, plan.spacing, shape, strict=True)]
     voxels, out = int(np.prod(shape)), int(np.prod(grid))
-    if max(spacing) / min(spacing) > 3 or max(plan.spacing) / min(plan.spacing) > 3:
-        parts = {
-            "cropped CT (float32)": 4 * voxels,
-            "network-grid image": 4 * out,
-            "one plane resampled": 24 * (voxels // min(shape) + out // min(grid)),
-        }
-    else:
-        parts = {
-            "cropped CT (float32)": 4 * voxels,
-            "float64 copy and spline coefficients": 16 * voxels,
-            "float64 result": 8 * out,
-            "network-grid image": 4 * out,
-        }
+    largest = max(voxels, out)
+    chunk = CHUNK_PLANES * largest // max(min(min(shape), min(grid)), 1)
+    parts = {
+        "cropped CT (float32)": 4 * voxels,
+        "resampling passes (float32)": 8 * largest,
+        "one chunk's spline (float64)": 8 * 7 * chunk,
+    }
     return MemoryEstimate("preprocess", parts)
