@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint format bench clean bundle-weights
+.PHONY: setup setup-nnunet demo test lint format bench clean bundle-weights
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,20 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# pe-seg's nnunet extra (pe-seg infer --nnunet) without timm and torchvision, which would not import beside the
+# pinned CPU torch (setup.cfg says why): the two nnU-Net packages without their requirements, then what
+# nnU-Net's inference code imports. The nnU-Net tests skip without it.
+NNUNET_STAMP := $(VENV)/.nnunet-installed
+NNUNET_NEEDS := acvl-utils batchgenerators batchgeneratorsv2
+
+$(NNUNET_STAMP): $(STAMP) constraints.txt
+	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps nnunetv2 dynamic-network-architectures
+	$(BIN)/python -m pip install --quiet -c constraints.txt $(NNUNET_NEEDS)
+	$(BIN)/python -c "import nnunetv2.inference.predict_from_raw_data, dynamic_network_architectures.architectures.unet"
+	touch $(NNUNET_STAMP)
+
+setup-nnunet: $(NNUNET_STAMP)
 
 demo: $(STAMP)
 	bash scripts/demo.sh $(DEMO_DIR)

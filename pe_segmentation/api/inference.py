@@ -43,11 +43,12 @@ class InferenceSettings:
     bundle's where a bundle is given.
 
     Attributes:
-        checkpoint: the weights file.
+        checkpoint: the weights file (an nnU-Net v2 trained-model folder with ``nnunet``).
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
         predictor: keyword options of :class:`~pe_segmentation.inference.Predictor` (overlap, sw_batch_size,
             threshold, min_peak, min_volume_mm3, tta, fast, channels_last, qc, territory, memory_budget).
         save_probability, dicom_seg, preview: which optional outputs to write.
+        nnunet: for an nnU-Net model folder, how to read it (``folds``, ``label``, ``checkpoint``); else ``None``.
     """
 
     checkpoint: Path
@@ -56,6 +57,7 @@ class InferenceSettings:
     save_probability: bool = False
     dicom_seg: bool = True
     preview: bool = True
+    nnunet: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -86,18 +88,44 @@ def inference_settings(
     save_probability: bool | None = None,
     dicom_seg: bool | None = None,
     preview: bool | None = None,
+    nnunet: str | os.PathLike[str] | None = None,
+    folds: Sequence[str | int] | None = None,
+    label: str | None = None,
+    nnunet_checkpoint: str = "final",
     **predictor: Any,
 ) -> InferenceSettings:
-    """The weights and settings of a run: a checkpoint with the given options, or a bundle's weights and the
-    settings of its ``configs/inference.yaml``, where an option given here wins over the bundle's.
+    """The weights and settings of a run: a checkpoint with the given options, an nnU-Net v2 model folder
+    (``nnunet``, with ``folds``, ``label`` and ``nnunet_checkpoint``), or a bundle's weights and the settings of
+    its ``configs/inference.yaml``, where an option given here wins over the bundle's.
 
     Raises:
-        ConfigError: neither or both of ``checkpoint`` and ``bundle``; a value out of range; not a bundle.
+        ConfigError: not exactly one of ``checkpoint``, ``nnunet`` and ``bundle``; nnU-Net options without
+            ``nnunet``; a value out of range; not a bundle.
         CheckpointError: the bundle's weights are missing.
     """
-    if (checkpoint is None) == (bundle is None):
+    if sum(source is not None for source in (checkpoint, bundle, nnunet)) != 1:
         raise ConfigError(
-            "give the weights: a checkpoint (--checkpoint) or a bundle folder (--bundle), not both"
+            "give the weights: a checkpoint (--checkpoint), an nnU-Net model folder (--nnunet) or a bundle "
+            "folder (--bundle), one of them"
+        )
+    if nnunet is None and (folds is not None or label is not None):
+        raise ConfigError("--folds and --label apply to an nnU-Net model folder (--nnunet)")
+    if nnunet is not None:
+        _check_options(predictor)
+        options = {key: value for key, value in predictor.items() if value is not None}
+        how = {
+            "folds": None if folds is None else list(folds),
+            "label": label,
+            "checkpoint": nnunet_checkpoint,
+        }
+        return InferenceSettings(
+            Path(nnunet),
+            precision,
+            options,
+            save_probability=bool(save_probability),
+            dicom_seg=dicom_seg is not False,
+            preview=preview is not False,
+            nnunet=how,
         )
     outputs = {"save_probability": save_probability, "dicom_seg": dicom_seg, "preview": preview}
     if bundle is not None:
@@ -111,7 +139,14 @@ def inference_settings(
     defaults = {"save_probability": False, "dicom_seg": True, "preview": True}
     chosen = {k: defaults[k] if v is None else bool(v) for k, v in outputs.items()}
     options = {key: value for key, value in predictor.items() if value is not None}
-    return InferenceSettings(Path(checkpoint), precision, options, **chosen)
+    return InferenceSettings(
+        Path(checkpoint),
+        precision,
+        options,
+        save_probability=chosen["save_probability"],
+        dicom_seg=chosen["dicom_seg"],
+        preview=chosen["preview"],
+    )
 
 
 def _check_options(options: dict[str, Any]) -> None:
@@ -147,6 +182,10 @@ def infer(
     anonymous_seg: bool = False,
     progress: bool = False,
     on_result: Callable[[CaseResult, int, int], None] = log_case_result,
+    nnunet: str | os.PathLike[str] | None = None,
+    folds: Sequence[str | int] | None = None,
+    label: str | None = None,
+    nnunet_checkpoint: str = "final",
     **predictor: Any,
 ) -> InferenceRun:
     """Segment pulmonary emboli in every case of ``input`` and write each case into ``output/<case>/``.
@@ -168,6 +207,11 @@ def infer(
         anonymous_seg: leave the CT's Patient and General Study modules out of ``seg.dcm`` (default: kept).
         progress: MONAI's progress bar over the sliding windows (one process only).
         on_result: called as each case finishes, with its result, the number done and the total.
+        nnunet: an nnU-Net v2 trained-model folder to run instead of a checkpoint (needs the ``nnunet`` extra;
+            docs/inference.md, "nnU-Net models").
+        folds: the nnU-Net folds to average (default: every fold folder with the checkpoint).
+        label: the embolus label's name in the nnU-Net model's ``dataset.json`` (default: found by name).
+        nnunet_checkpoint: ``final`` or ``best``: each fold's ``checkpoint_final.pth`` or ``checkpoint_best.pth``.
         **predictor: options of :class:`~pe_segmentation.inference.Predictor`: ``overlap``, ``sw_batch_size``,
             ``threshold``, ``min_peak``, ``min_volume_mm3``, ``tta``, ``fast``, ``channels_last``, ``qc`` (``report`` or
             ``strict``), ``territory`` (``None``: the model's own), ``memory_budget`` (GB per process;
@@ -189,6 +233,10 @@ def infer(
         save_probability=save_probability,
         dicom_seg=dicom_seg,
         preview=preview,
+        nnunet=nnunet,
+        folds=folds,
+        label=label,
+        nnunet_checkpoint=nnunet_checkpoint,
         **predictor,
     )
     cases, devices, prefix = _share_out(_cases(input, series_uid), device, workers)
@@ -225,10 +273,12 @@ def _predict(
     is the model's."""
     many_workers = len(devices) > 1 and len(cases) > 1
     options = {**settings.predictor, "progress": progress and not many_workers and not prefix}
-    spec = PredictorSpec(str(settings.checkpoint), settings.precision, options)
+    spec = PredictorSpec(str(settings.checkpoint), settings.precision, options, settings.nnunet)
     # worker processes build their own predictors, so this one then stays on the CPU
     first = spec(torch.device("cpu") if many_workers else devices[0])
-    model = {**first.model_info, "sha256": file_sha256(settings.checkpoint)}
+    # an nnU-Net model names its folds' hashes itself (its first fold's as the model's)
+    sha256 = first.model_info.get("sha256") or file_sha256(settings.checkpoint)
+    model = {**first.model_info, "sha256": sha256}
     outputs = replace(outputs, hu_window=_hu_window(first))
     _log_start(prefix, len(cases), devices, first, settings, many_workers)
     build: Callable[[torch.device], Predictor] = spec if many_workers else (lambda _device: first)

@@ -42,7 +42,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="a pe-seg MONAI bundle folder (bundles/pe_segmentation): its weights and the settings of its "
         "configs/inference.yaml; flags given here win",
     )
+    weights.add_argument(
+        "--nnunet",
+        type=Path,
+        metavar="MODEL_DIR",
+        help="an nnU-Net v2 trained-model folder (plans.json, dataset.json, fold_N/checkpoint_final.pth), run "
+        "with nnU-Net's preprocessing, windows and resampling (needs the nnunet extra; docs/inference.md)",
+    )
     parser.add_argument("--series-uid", help="for one DICOM input with several series: the series to read")
+    nnunet = parser.add_argument_group("nnU-Net models (--nnunet)")
+    nnunet.add_argument(
+        "--folds", nargs="+", metavar="N", help="folds to average (default: every fold_N with the checkpoint)"
+    )
+    nnunet.add_argument(
+        "--label",
+        metavar="NAME",
+        help="the embolus label in dataset.json (default: the label whose name says embolus/PE/clot)",
+    )
+    nnunet.add_argument(
+        "--nnunet-checkpoint",
+        choices=["final", "best"],
+        default="final",
+        help="each fold's checkpoint_final.pth (default) or checkpoint_best.pth",
+    )
     _add_run_flags(parser)
     _add_output_flags(parser)
     parser.set_defaults(handler=run_command)
@@ -144,6 +166,10 @@ def run_command(args: argparse.Namespace) -> int:
         args.output,
         args.checkpoint,
         bundle=args.bundle,
+        nnunet=args.nnunet,
+        folds=args.folds,
+        label=args.label,
+        nnunet_checkpoint=args.nnunet_checkpoint,
         series_uid=args.series_uid,
         device=args.device,
         precision=args.precision,

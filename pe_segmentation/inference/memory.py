@@ -126,8 +126,16 @@ class MemoryGuard:
         Raises:
             MemoryBudgetError: naming the CT and what it needs.
         """
+        self.check_estimate(volume, preprocess_estimate(volume, spacing))
+
+    def check_estimate(self, volume: Volume, estimate: MemoryEstimate) -> None:
+        """Refuse a CT whose preprocessing needs ``estimate`` (another kind of model's own figures) on top of
+        what the process holds now.
+
+        Raises:
+            MemoryBudgetError: naming the CT and what it needs.
+        """
         held, budget = self._held(), self.budget()
-        estimate = preprocess_estimate(volume, spacing)
         if held + estimate.total > budget:
             source = volume.metadata.get("source") or "input"
             raise MemoryBudgetError(

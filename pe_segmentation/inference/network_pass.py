@@ -13,6 +13,7 @@ elsewhere.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +21,7 @@ import torch
 
 from pe_segmentation.config import Config
 from pe_segmentation.inference.postprocess import bounding_box
-from pe_segmentation.inference.window_network import EmbolusLogit
+from pe_segmentation.inference.window_network import SKIPPED_LOG_ODDS, EmbolusLogit
 from pe_segmentation.runtime.devices import stitch_device
 from pe_segmentation.runtime.inferer import AutocastInferer, build_inferer, count_windows, window_size
 from pe_segmentation.runtime.memory_budget import MemoryPlan
@@ -31,7 +32,13 @@ from pe_segmentation.runtime.stitching import SlabSlidingWindowInferer
 @dataclass(frozen=True)
 class WindowRun:
     """How the windows run: the network, its config and window overlap, its device, precision and memory
-    format, and whether a progress bar shows."""
+    format, and whether a progress bar shows.
+
+    Another kind of model (nnU-Net) gives its own ``tiling`` (the windows of a padded shape) and
+    ``importance`` (a window's weights), and ``log_odds=True`` to keep the blended log-odds instead of the
+    probability (nnU-Net resamples its logits before the softmax); the map is then
+    :data:`~pe_segmentation.inference.window_network.SKIPPED_LOG_ODDS` where no window ran.
+    """
 
     network: EmbolusLogit
     config: Config
@@ -40,6 +47,16 @@ class WindowRun:
     precision: Precision
     memory_format: torch.memory_format | None
     progress: bool = False
+    tiling: Callable[[Sequence[int]], list[tuple[slice, ...]]] | None = None
+    importance: torch.Tensor | None = None
+    log_odds: bool = False
+
+    def count_windows(self, shape: Sequence[int]) -> int:
+        """Windows that tile a volume of ``shape`` (padded to at least one window)."""
+        if self.tiling is None:
+            return count_windows(self.config, shape, self.overlap)
+        roi = window_size(self.config)
+        return len(self.tiling(tuple(max(int(s), r) for s, r in zip(shape, roi, strict=True))))
 
 
 def network_probability(
@@ -56,11 +73,11 @@ def network_probability(
     stitch = stitch_device(run.device, int(np.prod(shape)))
     run.network.reset_counts()
     dtype = np.float16 if plan.output_dtype == torch.float16 else np.float32
-    probability = np.zeros(shape, dtype=dtype)
+    probability = np.full(shape, SKIPPED_LOG_ODDS if run.log_odds else 0.0, dtype=dtype)
     if territory is None:
         _sliding_window(run, image, None, stitch, plan.sw_batch_size, probability)
         return probability, stitch
-    every = count_windows(run.config, shape, run.overlap)
+    every = run.count_windows(shape)
     box = bounding_box(territory)
     if box is not None:
         cropped = image[(slice(None), box[0], box[1], box[2])]
@@ -90,8 +107,10 @@ def _sliding_window(
             run.overlap,
             sw_device=run.device,
             device=stitch,
-            activation=torch.sigmoid,
+            activation=None if run.log_odds else torch.sigmoid,
             progress=run.progress,
+            tiling=run.tiling,
+            importance=run.importance,
         )
         wrapped = AutocastInferer(inferer, run.precision, run.memory_format)
         wrapped(batch, run.network, out=torch.from_numpy(out)[None, None], **kwargs)

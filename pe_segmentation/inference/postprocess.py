@@ -121,6 +121,10 @@ class GridMapping:
         scale: network voxels per original voxel along each original axis (negative: flipped).
         offset: network coordinate of original index 0 along each original axis.
         body_box: original voxels the body crop kept (``Invertd`` pads everything else with 0).
+        nearest: per original axis, nearest-neighbour instead of linear interpolation (nnU-Net's order-0
+            resampling along a low-resolution axis). Along such an axis the grid is a zoom of the body box, and
+            the network coordinate is computed as nnU-Net computes it, ``scale * (v - start + 0.5) - 0.5``,
+            rounded half up.
     """
 
     original_shape: tuple[int, int, int]
@@ -129,6 +133,7 @@ class GridMapping:
     scale: tuple[float, float, float]
     offset: tuple[float, float, float]
     body_box: Box
+    nearest: tuple[bool, bool, bool] = (False, False, False)
 
     @classmethod
     def from_affines(
@@ -231,10 +236,21 @@ class GridMapping:
         if tuple(values.shape) != self.network_shape:
             raise ValueError(f"expected a map of shape {self.network_shape}, got {values.shape}")
         array = values.transpose(self.axes)  # axis a now runs along original axis a
-        indices, weights, bounds = [], [], []
+        indices: list[np.ndarray] = []
+        weights: list[np.ndarray | None] = []
+        bounds: list[slice] = []
         for axis in range(3):
             size = array.shape[axis]
             voxels = np.arange(box[axis].start, box[axis].stop, dtype=np.float64)
+            if self.nearest[axis]:
+                start = self.body_box[axis].start
+                coords = np.floor(self.scale[axis] * (voxels - start + 0.5) - 0.5 + 0.5)
+                lower = np.clip(coords, 0, size - 1).astype(np.int64)
+                first, last = int(lower.min()), int(lower.max()) + 1
+                indices.append(lower - first)
+                weights.append(None)
+                bounds.append(slice(first, last))
+                continue
             coords = np.clip(self.scale[axis] * voxels + self.offset[axis], 0.0, size - 1.0)
             if size == 1:
                 lower = np.zeros(coords.shape, dtype=np.int64)
@@ -250,7 +266,11 @@ class GridMapping:
         for axis in order:
             shape = [1, 1, 1]
             shape[axis] = -1
-            weight = weights[axis].reshape(shape)
+            axis_weights = weights[axis]
+            if axis_weights is None:  # nearest neighbour
+                array = np.take(array, indices[axis], axis=axis)
+                continue
+            weight = axis_weights.reshape(shape)
             if array.shape[axis] == 1:
                 array = np.repeat(array, len(indices[axis]), axis=axis)
                 continue
@@ -320,19 +340,38 @@ def _volume(box: Box) -> int:
     return int(np.prod([s.stop - s.start for s in box]))
 
 
+def log_odds_threshold(threshold: float) -> float:
+    """The log-odds of a probability threshold in (0, 1] (``inf`` for 1)."""
+    return float(np.inf) if threshold >= 1.0 else float(np.log(threshold) - np.log1p(-threshold))
+
+
+def _sigmoid_inplace(values: np.ndarray) -> np.ndarray:
+    """float32 sigmoid of ``values``, in place (``exp`` of large negatives underflows to 0, as it should)."""
+    with np.errstate(over="ignore"):
+        np.negative(values, out=values)
+        np.exp(values, out=values)
+        values += 1.0
+        np.reciprocal(values, out=values)
+    return values
+
+
 def probability_to_mask(
     probability: np.ndarray,
     mapping: GridMapping,
     threshold: float,
     full_probability: bool = False,
+    log_odds: bool = False,
 ) -> MaskResult:
     """Threshold the network's probability on the original grid, resampling only where it can matter.
 
     Args:
-        probability: embolus probability on the network grid.
+        probability: embolus probability on the network grid (or its log-odds, with ``log_odds``).
         mapping: the network grid in the original grid.
         threshold: a voxel is embolus when its probability is at least this, in (0, 1].
         full_probability: also compute the whole probability map (costs a resampling of the full volume).
+        log_odds: ``probability`` holds log-odds, which are resampled and then turned into probabilities (what
+            nnU-Net does with its logits); the sigmoid is monotone, so the same boxes hold every voxel that can
+            reach the threshold.
 
     Returns:
         The mask and probabilities (see :class:`MaskResult`); components are not filtered here.
@@ -342,13 +381,18 @@ def probability_to_mask(
     shape = mapping.original_shape
     if full_probability:
         full = mapping.sample_all(probability)
+        if log_odds:
+            inside = full[mapping.body_box]
+            full[mapping.body_box] = _sigmoid_inplace(inside)
         mask = (full >= threshold).astype(np.uint8)
         roi = bounding_box(mask)
         return MaskResult(mask, roi, None if roi is None else full[roi].copy(), full)
 
     boxes = [
         box
-        for low, high in _candidate_boxes(probability, threshold)
+        for low, high in _candidate_boxes(
+            probability, log_odds_threshold(threshold) if log_odds else threshold
+        )
         if (box := mapping.original_box(low, high)) is not None
     ]
     mask = np.zeros(shape, dtype=np.uint8, order=ORIGINAL_GRID_ORDER)
@@ -364,6 +408,8 @@ def probability_to_mask(
                 slice(b.start - u.start, b.stop - u.start) for b, u in zip(part, union, strict=True)
             )
             sampled = mapping.sample(probability, part)
+            if log_odds:
+                sampled = _sigmoid_inplace(sampled)
             values[local] = sampled
             mask[part] |= (sampled >= threshold).view(np.uint8)
     roi = bounding_box(mask[union])
@@ -402,18 +448,22 @@ class _Candidates:
         labels, count = ndimage.label(above[outer], structure=CONNECTIVITY)
         return cls(outer, labels, int(count), np.bincount(labels.ravel(), minlength=count + 1))
 
-    def drop(self, probability: np.ndarray, dropped: np.ndarray) -> DroppedClots:
-        """Set the voxels of the candidates flagged in ``dropped`` (indexed by label, 0 ignored) to 0."""
+    def drop(self, probability: np.ndarray, dropped: np.ndarray, fill: float = 0.0) -> DroppedClots:
+        """Set the voxels of the candidates flagged in ``dropped`` (indexed by label, 0 ignored) to ``fill``."""
         dropped[0] = False
         if not dropped.any():
             return DroppedClots()
         region = probability[self.outer]
-        region[dropped[self.labels]] = 0.0
+        region[dropped[self.labels]] = fill
         return DroppedClots(int(dropped.sum()), int(self.sizes[dropped].sum()))
 
 
 def drop_outside_territory(
-    probability: np.ndarray, territory: np.ndarray, threshold: float, min_inside: float = 0.5
+    probability: np.ndarray,
+    territory: np.ndarray,
+    threshold: float,
+    min_inside: float = 0.5,
+    fill: float = 0.0,
 ) -> DroppedClots:
     """Remove the candidate clots that lie mostly outside the territory where emboli can be.
 
@@ -425,6 +475,7 @@ def drop_outside_territory(
         territory: the same grid, non-zero where emboli can be.
         threshold: the clot threshold, in (0, 1].
         min_inside: the share of a candidate's voxels that must lie in the territory, in (0, 1].
+        fill: the value a dropped voxel gets (0; a very negative number in a map of log-odds).
 
     Returns:
         How many candidates were dropped, and their voxels.
@@ -440,10 +491,12 @@ def drop_outside_territory(
         return DroppedClots()
     labels = candidates.labels
     inside = np.bincount(labels[territory[candidates.outer] != 0], minlength=candidates.count + 1)
-    return candidates.drop(probability, inside < min_inside * candidates.sizes)
+    return candidates.drop(probability, inside < min_inside * candidates.sizes, fill)
 
 
-def drop_low_peak_clots(probability: np.ndarray, threshold: float, min_peak: float) -> DroppedClots:
+def drop_low_peak_clots(
+    probability: np.ndarray, threshold: float, min_peak: float, fill: float = 0.0
+) -> DroppedClots:
     """Remove the candidate clots whose highest probability stays below ``min_peak``.
 
     Hysteresis thresholding: a clot is found where the network is sure (its peak reaches ``min_peak``) and
@@ -452,15 +505,15 @@ def drop_low_peak_clots(probability: np.ndarray, threshold: float, min_peak: flo
     shrinking the clots that are kept.
 
     Args:
-        probability: embolus probability on the network grid; edited in place.
-        threshold: the clot threshold, in (0, 1].
+        probability: embolus probability on the network grid (or its log-odds, with the thresholds and
+            ``fill`` as log-odds too); edited in place.
+        threshold: the clot threshold.
         min_peak: the peak a kept candidate reaches; at or below ``threshold`` nothing is dropped.
+        fill: the value a dropped voxel gets (0; a very negative number in a map of log-odds).
 
     Returns:
         How many candidates were dropped, and their voxels.
     """
-    if not 0.0 <= min_peak <= 1.0:
-        raise ValueError(f"min_peak must be in [0, 1], got {min_peak}")
     if min_peak <= threshold:
         return DroppedClots()
     candidates = _Candidates.find(probability, threshold)
@@ -468,4 +521,4 @@ def drop_low_peak_clots(probability: np.ndarray, threshold: float, min_peak: flo
         return DroppedClots()
     region = probability[candidates.outer]
     peaks = ndimage.maximum(region, candidates.labels, np.arange(candidates.count + 1))
-    return candidates.drop(probability, np.asarray(peaks) < min_peak)
+    return candidates.drop(probability, np.asarray(peaks) < min_peak, fill)

@@ -51,12 +51,13 @@ from pe_segmentation.inference.postprocess import (
     box_in,
     drop_low_peak_clots,
     drop_outside_territory,
+    log_odds_threshold,
     probability_to_mask,
     remove_small_components,
 )
 from pe_segmentation.inference.preprocessing import PreparedImage, preprocess_volume
 from pe_segmentation.inference.scan_quality import ScanQuality, assess_scan
-from pe_segmentation.inference.window_network import EmbolusLogit, flip_combinations
+from pe_segmentation.inference.window_network import SKIPPED_LOG_ODDS, EmbolusLogit, flip_combinations
 from pe_segmentation.io.loader import load_volume
 from pe_segmentation.io.volume import Volume
 from pe_segmentation.networks import build_network
@@ -233,7 +234,7 @@ class Predictor:
         spatial_dims = self.config.patch.spatial_dims
         self.memory_format = channels_last_format(spatial_dims, channels_last)
         self.network = to_memory_format(network.to(self.device).eval(), self.memory_format)
-        flips = flip_combinations(spatial_dims) if self.tta else [()]
+        flips = self._flips() if self.tta else [()]
         self.window_network = EmbolusLogit(self.network, flips=flips, memory_format=self.memory_format).eval()
         self.memory = MemoryGuard.for_network(
             memory_budget,
@@ -347,14 +348,17 @@ class Predictor:
         del prepared  # the network-grid image: not needed any more
         release_freed_memory()
         with _timed(seconds, "postprocess"):
+            log_odds = self._window_run().log_odds  # a map of log-odds (nnU-Net), else of probabilities
             outside = DroppedClots()
+            cut = log_odds_threshold(self.threshold) if log_odds else self.threshold
+            fill = SKIPPED_LOG_ODDS if log_odds else 0.0
             if territory is not None:
-                outside = drop_outside_territory(
-                    probability, territory, self.threshold, MIN_SHARE_IN_TERRITORY
-                )
-            score = _study_score(probability, territory)  # before min_peak, which would flatten the ranking
-            low_peak = drop_low_peak_clots(probability, self.threshold, self.min_peak)
-            result = probability_to_mask(probability, mapping, self.threshold, full_probability)
+                outside = drop_outside_territory(probability, territory, cut, MIN_SHARE_IN_TERRITORY, fill)
+            # the study's score before min_peak, which would flatten the ranking
+            score = _study_score(probability, territory, log_odds)
+            peak = log_odds_threshold(self.min_peak) if log_odds and self.min_peak > 0 else self.min_peak
+            low_peak = drop_low_peak_clots(probability, cut, peak, fill)
+            result = probability_to_mask(probability, mapping, self.threshold, full_probability, log_odds)
             del probability
             result = self._drop_small_clots(result, volume)
         prediction = self._prediction(volume, result, mapping, stitch, seconds)
@@ -480,6 +484,10 @@ class Predictor:
             self.progress,
         )
 
+    def _flips(self) -> list[tuple[int, ...]]:
+        """The flips of ``tta``: every subset of the spatial axes (another model may allow fewer)."""
+        return flip_combinations(self.config.patch.spatial_dims)
+
     def _run_windows(self, windows: torch.Tensor) -> torch.Tensor:
         """One batch of windows through the network as the sliding window runs it (autocast, memory format):
         what :class:`~pe_segmentation.inference.memory.MemoryGuard` measures."""
@@ -487,10 +495,12 @@ class Predictor:
         return torch.as_tensor(wrapped(windows, self.window_network))
 
 
-def _study_score(probability: np.ndarray, territory: np.ndarray | None) -> float:
+def _study_score(probability: np.ndarray, territory: np.ndarray | None, log_odds: bool = False) -> float:
     """The highest embolus probability in the territory (everywhere without one): how likely PE is, to rank
-    studies by. Candidates dropped outside the territory are already zero in ``probability``."""
-    if territory is None:
-        return float(probability.max()) if probability.size else 0.0
-    inside = probability[territory != 0]
-    return float(inside.max()) if inside.size else 0.0
+    studies by. Candidates dropped outside the territory are already zero in ``probability`` (a map of
+    log-odds with ``log_odds``)."""
+    values = probability if territory is None else probability[territory != 0]
+    if not values.size:
+        return 0.0
+    top = float(values.max())
+    return float(1.0 / (1.0 + np.exp(-top))) if log_odds else top

@@ -3,7 +3,8 @@
 Run whole, the chain (:func:`~pe_segmentation.data.transforms.build_inference_transforms`) holds several copies
 of the CT at once: a float32 copy of the int16 voxels, its reoriented copy, the body crop (a view that keeps the
 reoriented volume alive), and in ``Spacingd`` a float32 sampling grid of three coordinates per output voxel
-next to the output. For a 512 x 512 x 400 CTPA that was 1.25 GB on top of the CT (docs/inference.md, "Memory").
+next to the output. For a 512 x 512 x 400 CTPA that took 1.6 GB of resident memory above what the process held
+with the CT read; this module takes 0.65-0.69 GB (docs/inference.md, "Where the memory goes").
 :func:`preprocess_volume` runs the same chain in three parts:
 
 1. loading, reorientation and the body crop, with the voxels kept in their stored type (int16 HU, exact);
@@ -13,9 +14,9 @@ next to the output. For a 512 x 512 x 400 CTPA that was 1.25 GB on top of the CT
    planes it reads, into one preallocated float32 image. The output grid (affine and shape) is the one the
    whole ``Spacingd`` gives (asked for lazily, without resampling).
 
-Slab and whole run agree to float32 rounding (``tests/inference/test_preprocessing.py``). A chain that step 3
-cannot split (a resampling that mixes the first axis with others, or a step after it that is not voxel-wise)
-runs whole.
+Slab and whole run give the same image bit for bit (``tests/inference/test_preprocessing.py``). A chain that
+step 3 cannot split runs whole: another interpolation than bilinear, a step after ``Spacingd`` that is not
+voxel-wise, an image on a GPU, or MONAI's compiled resampler (:func:`_slab_resampling`).
 """
 
 from __future__ import annotations

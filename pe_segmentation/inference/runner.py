@@ -22,6 +22,7 @@ import torch
 
 from pe_segmentation.inference.case_run import CaseResult, collected_between_cases, log_case_result, run_case
 from pe_segmentation.inference.cases import CaseInput
+from pe_segmentation.inference.nnunet import NnUNetModelPredictor
 from pe_segmentation.inference.outputs import OutputOptions
 from pe_segmentation.inference.predictor import Predictor
 from pe_segmentation.inference.workers import run_workers
@@ -32,17 +33,25 @@ class PredictorSpec:
     """How to build the predictor on a given device (picklable, for worker processes).
 
     Attributes:
-        checkpoint: the checkpoint file.
+        checkpoint: the checkpoint file (an nnU-Net model folder with ``nnunet``).
         precision: ``--precision``.
         options: keyword arguments of :class:`~pe_segmentation.inference.predictor.Predictor`.
+        nnunet: for an nnU-Net model folder, the keyword arguments of
+            :meth:`~pe_segmentation.inference.nnunet.NnUNetModelPredictor.from_folder` (``folds``, ``label``,
+            ``checkpoint``); ``None`` for a pe-seg checkpoint.
     """
 
     checkpoint: str
     precision: str = "auto"
     options: Mapping[str, Any] = field(default_factory=dict)
+    nnunet: Mapping[str, Any] | None = None
 
     def __call__(self, device: torch.device | str) -> Predictor:
         """The predictor on ``device``."""
+        if self.nnunet is not None:
+            return NnUNetModelPredictor.from_folder(
+                self.checkpoint, device=str(device), precision=self.precision, **self.nnunet, **self.options
+            )
         return Predictor.from_checkpoint(
             self.checkpoint, device=str(device), precision=self.precision, **self.options
         )

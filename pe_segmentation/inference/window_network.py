@@ -19,11 +19,20 @@ import torch.nn as nn
 SKIPPED_LOG_ODDS = -30.0
 
 
-def flip_combinations(spatial_dims: int) -> list[tuple[int, ...]]:
+def flip_combinations(spatial_dims: int, allowed: Sequence[int] | None = None) -> list[tuple[int, ...]]:
     """Every subset of the spatial axes of a ``(B, C, *spatial)`` batch: ``()`` (no flip) first, then
-    single-axis flips, and so on (8 for 3D, 4 for 2D)."""
-    axes = range(2, 2 + spatial_dims)
-    return [combo for r in range(spatial_dims + 1) for combo in itertools.combinations(axes, r)]
+    single-axis flips, and so on (8 for 3D, 4 for 2D).
+
+    Args:
+        spatial_dims: 2 or 3.
+        allowed: the spatial axes (0-based) that may be flipped (an nnU-Net trainer's mirroring axes); default
+            all of them.
+    """
+    spatial = range(spatial_dims) if allowed is None else sorted({int(a) for a in allowed})
+    if any(not 0 <= a < spatial_dims for a in spatial):
+        raise ValueError(f"flip axes {list(spatial)} outside the {spatial_dims} spatial axes")
+    axes = [2 + a for a in spatial]
+    return [combo for r in range(len(axes) + 1) for combo in itertools.combinations(axes, r)]
 
 
 class EmbolusLogit(nn.Module):

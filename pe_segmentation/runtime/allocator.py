@@ -16,8 +16,9 @@ resident memory grew by 7%, 1.71 to 1.84 GB).
 
 What is kept is capped by hand instead: :func:`release_freed_memory` (glibc's ``malloc_trim``) hands the freed
 memory back to the system between the stages of a prediction and between cases, so that memory freed by
-preprocessing (about 0.2 GB for a 512 x 512 x 400 CT) is not still counted while the network runs, nor one
-case's peak while the next case starts. It takes about a millisecond.
+preprocessing (about 0.5 GB for a 512 x 512 x 400 CT) is not still counted while the network runs, nor one
+case's peak while the next case starts. It took 20-130 ms per call for 0.1-1 GB (docs/inference.md, "Where the
+memory goes").
 """
 
 from __future__ import annotations

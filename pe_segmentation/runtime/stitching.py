@@ -52,6 +52,10 @@ class SlabSlidingWindowInferer(Inferer):
         activation: applied to each finished slab (e.g. ``torch.sigmoid``); ``None`` keeps the blended output.
         output_dtype: dtype of the output map (float32; float16 halves it).
         progress: a progress bar over the windows.
+        tiling: the windows of a (padded) volume shape, first axis slowest with non-decreasing starts along it;
+            default: MONAI's (:func:`~pe_segmentation.runtime.inferer.window_slices`). Another model's own
+            tiling (nnU-Net's steps) plugs in here.
+        importance: the weight map of a window (``roi_size``); default: MONAI's Gaussian of ``sigma_scale``.
 
     Raises:
         ValueError: a window size of the wrong length, an overlap outside [0, 1) or a window batch below 1.
@@ -69,6 +73,8 @@ class SlabSlidingWindowInferer(Inferer):
         activation: Callable[[torch.Tensor], torch.Tensor] | None = None,
         output_dtype: torch.dtype = torch.float32,
         progress: bool = False,
+        tiling: Callable[[Sequence[int]], list[tuple[slice, ...]]] | None = None,
+        importance: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.roi_size = tuple(int(r) for r in roi_size)
@@ -86,6 +92,10 @@ class SlabSlidingWindowInferer(Inferer):
         self.activation = activation
         self.output_dtype = output_dtype
         self.progress = progress
+        self.tiling = tiling
+        if importance is not None and tuple(importance.shape) != self.roi_size:
+            raise ValueError(f"importance map has shape {tuple(importance.shape)}, expected {self.roi_size}")
+        self.importance = importance
 
     def __call__(
         self,
@@ -120,7 +130,11 @@ class SlabSlidingWindowInferer(Inferer):
             if condition is not None:
                 condition = F.pad(condition, flat, mode="constant", value=0.0)
         state = _SlabState(self, inputs, shape, low, out)
-        windows = window_slices(inputs.shape[2:], self.roi_size, self.overlap)
+        padded = tuple(int(n) for n in inputs.shape[2:])
+        if self.tiling is not None:
+            windows = self.tiling(padded)
+        else:
+            windows = window_slices(padded, self.roi_size, self.overlap)
         starts = range(0, len(windows), self.sw_batch_size)
         for first in tqdm(starts, desc="windows", unit="batch", disable=not self.progress):
             batch = windows[first : first + self.sw_batch_size]
@@ -160,9 +174,12 @@ class _SlabState:
         self.sw_device = torch.device(inferer.sw_device or inputs.device)
         self.device = torch.device(inferer.device or inputs.device)
         self.dtype = inputs.dtype
-        weight = compute_importance_map(
-            inferer.roi_size, mode="gaussian", sigma_scale=inferer.sigma_scale, device=self.sw_device
-        )
+        if inferer.importance is not None:
+            weight = inferer.importance.to(self.sw_device)
+        else:
+            weight = compute_importance_map(
+                inferer.roi_size, mode="gaussian", sigma_scale=inferer.sigma_scale, device=self.sw_device
+            )
         self.weight = weight.to(dtype=self.dtype)[None, None]
         self.weight_here = self.weight.to(self.device)
         self.out = out

@@ -27,8 +27,9 @@ from pe_segmentation.runtime.allocator import keeps_freed_memory
 #: and the heap's fragmentation, which varies from run to run. With freed memory kept for reuse
 #: (:mod:`pe_segmentation.runtime.allocator`) the process grew by 0.76-0.99 GiB over six windows of the shipped
 #: recipe's UNet, two 96^3 windows at a time in bf16, for 0.57 GiB of tensors (1.33-1.74x); without it by
-#: less. These factors cover the worst of those runs with some room.
-ACTIVATION_RSS_KEPT = 1.8
+#: less. Traced stage by stage on a 512 x 512 x 400 CT (docs/inference.md, "Where the memory goes") the
+#: network stage grew by 1.2-2.1x its counted activations. These factors cover the worst of those runs.
+ACTIVATION_RSS_KEPT = 2.2
 ACTIVATION_RSS = 1.5
 
 
