@@ -28,7 +28,7 @@ def test_verify_net_in_out_passes_and_catches_a_wrong_channel_count():
             config_file=INFERENCE,
             device="cpu",
             bundle_root=str(BUNDLE),
-            **{"_meta_#network_data_format#outputs#pred#num_channels": 3},
+            **{"_meta_#network_data_format#outputs#pred#num_channels": 2},
         )
 
 
@@ -58,7 +58,8 @@ def test_ckpt_export_writes_torchscript_that_matches_the_network(tmp_path):
     x = torch.rand(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected, exported = network(x), scripted(x)
-    assert exported.shape == (1, 2, 32, 32, 32)
-    # float32 rounding of a scripted vs eager graph: 3e-5 on logits of magnitude ~9 for the shipped weights
-    torch.testing.assert_close(exported, expected, rtol=1e-4, atol=1e-4)
+    assert exported.shape == (1, 3, 32, 32, 32)  # background, embolus, artery
+    # float32 rounding of a scripted vs eager graph (another order of operations): up to 6e-4 on the shipped
+    # weights' logits, whose magnitude reaches tens
+    torch.testing.assert_close(exported, expected, rtol=1e-3, atol=2e-3)
     assert float(expected.std()) > 0  # trained weights, not a constant output

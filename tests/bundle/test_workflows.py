@@ -145,6 +145,7 @@ def test_inference_workflow_writes_what_pe_seg_infer_writes(phantoms, tmp_path):
         output_dir=str(tmp_path / "bundle"),
         save_probability=True,
         threshold=threshold,
+        min_peak=0.0,  # every clot at the threshold, as the plain checkpoint keeps them
         device="$torch.device('cpu')",
     )
     workflow.initialize()
@@ -170,6 +171,8 @@ def test_inference_workflow_writes_what_pe_seg_infer_writes(phantoms, tmp_path):
                 "--save-probability",
                 "--threshold",
                 repr(threshold),
+                "--min-peak",
+                "0",
             ]
         )
         == 0
