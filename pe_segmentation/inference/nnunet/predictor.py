@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -128,14 +129,9 @@ class NnUNetModelPredictor(Predictor):
         return image, prepared.mapping
 
     def _window_run(self) -> WindowRun:
-        return WindowRun(
-            self.window_network,
-            self.config,
-            self.overlap,
-            self.device,
-            self.precision,
-            self.memory_format,
-            self.progress,
+        """pe-seg's window run with nnU-Net's tiles and Gaussian, keeping the blended log-odds."""
+        return replace(
+            super()._window_run(),
             tiling=nnunet_tiling(self.nnunet.patch_size, 1.0 - self.overlap),
             importance=self._importance,
             log_odds=True,
