@@ -129,6 +129,15 @@ def open_store(config: Config, cache_dir: str | Path) -> PreprocessedStore:
     return PreprocessedStore(root, build_geometry_transforms(config.preprocessing, KEYS))
 
 
+def _chain_dataset(
+    items: Sequence[Mapping[str, str]], transforms: Any, config: Config, cache_dir: str | Path
+) -> Dataset[Any]:
+    """``items`` through a transform chain, cached as ``data.cache`` says (every cache but the store)."""
+    return build_dataset(
+        items, transforms, cache=config.data.cache, cache_dir=cache_dir, num_workers=config.data.num_workers
+    )
+
+
 def _plain(value: Any) -> Any:
     return value.as_tensor() if hasattr(value, "as_tensor") else value
 
@@ -221,13 +230,11 @@ def build_train_batches(
             items, open_store(config, cache_dir), config.preprocessing, config.patch, augmentation
         )
     else:
-        transforms = build_train_transforms(config.preprocessing, config.patch, augmentation, keys=KEYS)
-        dataset = build_dataset(
+        dataset = _chain_dataset(
             items,
-            transforms,
-            cache=config.data.cache,
-            cache_dir=cache_dir,
-            num_workers=config.data.num_workers,
+            build_train_transforms(config.preprocessing, config.patch, augmentation, keys=KEYS),
+            config,
+            cache_dir,
         )
     sampler: Sampler[Any] = DistributedSampler(
         dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=config.training.seed, drop_last=False
@@ -278,13 +285,8 @@ def build_val_loader(
     if config.data.cache == "store":  # read whole from the store, one case at a time
         dataset = StoreCaseDataset(items, open_store(config, cache_dir), config.preprocessing)
     else:
-        transforms = build_val_transforms(config.preprocessing, keys=KEYS)
-        dataset = build_dataset(
-            items,
-            transforms,
-            cache=config.data.cache,
-            cache_dir=cache_dir,
-            num_workers=config.data.num_workers,
+        dataset = _chain_dataset(
+            items, build_val_transforms(config.preprocessing, keys=KEYS), config, cache_dir
         )
     return DataLoader(
         dataset, batch_size=1, shuffle=False, num_workers=config.data.num_workers, pin_memory=pin_memory
