@@ -38,7 +38,8 @@ def synth(
             Clinical profile: fixes the voxel counts; the field of view is still drawn (spacing = field / shape).
         spacing: voxel size in mm. Uniform: default the default field of view at ``shape``. Clinical: fixes the
             spacing; the field of view is drawn (shape = field / spacing). Both: a fixed grid.
-        vessel_label: also label the patent pulmonary artery lumen as 2 (emboli are 1).
+        vessel_label: also label the patent pulmonary artery lumen as 2 and, in the clinical profile, the
+            pulmonary veins as 3 (emboli are 1).
         noise_hu: the noise standard deviation in HU (uniform profile only, default 15; the clinical profile
             draws it per case with the kernel).
         formats: image formats to write: ``nifti`` and/or ``dicom``.

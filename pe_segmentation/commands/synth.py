@@ -59,7 +59,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--vessel-label",
         action="store_true",
-        help="also label patent pulmonary artery lumen as 2 (emboli are 1)",
+        help="also label patent pulmonary artery lumen as 2 and (clinical profile) pulmonary veins as 3 (emboli are 1)",
     )
     parser.add_argument(
         "--noise",

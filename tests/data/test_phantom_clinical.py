@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from pe_segmentation.data.phantom import (
+    LABEL_VEIN,
     MIMIC_KINDS,
     PhantomSettings,
     Tissue,
@@ -123,7 +124,7 @@ def test_clinical_cases_are_reproducible_per_seed():
     assert np.allclose(first.grid.spacing, first.scanner.spacing)
 
 
-def test_every_mimic_appears_and_is_background(clinical_cases):
+def test_every_mimic_appears_and_is_not_embolus(clinical_cases):
     seen = {m.kind for case in clinical_cases for m in case.mimics}
     assert seen == set(MIMIC_KINDS)
     for case in clinical_cases:
@@ -131,11 +132,26 @@ def test_every_mimic_appears_and_is_background(clinical_cases):
         for kind in {m.kind for m in case.mimics}:
             voxels = case.tissues == _MIMIC_TISSUE[kind]
             assert voxels.sum() == sum(m.voxels for m in case.mimics if m.kind == kind) > 0
-            assert not label[voxels].any(), kind  # label 0, also with vessel_label
+            # background, except the veins, which vessel_label marks as a class of their own
+            expected = LABEL_VEIN if kind == "dark_pulmonary_veins" else 0
+            assert (label[voxels] == expected).all(), kind
             assert not case.vessels[voxels].any(), kind
         assert not case.vessels[case.tissues == Tissue.PULMONARY_VEIN].any()
         if case.scanner.phase == "early":
             assert "dark_pulmonary_veins" in {m.kind for m in case.mimics}
+
+
+def test_vessel_label_marks_the_veins_three_and_changes_nothing_else():
+    plain_settings = PhantomSettings(shape=(64, 64, 48), profile="clinical")
+    for index in range(4):
+        plain = generate_phantom(plain_settings, case_seed(5, index))
+        labelled = generate_phantom(SMALL_CLINICAL, case_seed(5, index))
+        np.testing.assert_array_equal(labelled.image.array, plain.image.array)
+        veins = labelled.tissues == Tissue.PULMONARY_VEIN
+        assert veins.sum() > 100  # every clinical chest has its four pulmonary veins
+        np.testing.assert_array_equal(labelled.label.array == LABEL_VEIN, veins)
+        np.testing.assert_array_equal(labelled.label.array == 1, plain.label.array == 1)
+        assert not plain.label.array[veins].any()
 
 
 def test_mimic_hu_ranges(clinical_cases):

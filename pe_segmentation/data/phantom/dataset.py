@@ -3,7 +3,7 @@
 Layout of ``generate_dataset(DIR, ...)``::
 
     DIR/images/phantom_000.nii.gz     CT in HU (int16)           (format "nifti")
-    DIR/labels/phantom_000.nii.gz     0 background, 1 embolus (2 patent artery with vessel_label)
+    DIR/labels/phantom_000.nii.gz     0 background, 1 embolus (vessel_label: 2 patent artery, 3 vein)
     DIR/dicom/phantom_000/IM00001.dcm one CT series per case      (format "dicom")
     DIR/datalist.json                 paths relative to itself, emboli per case, settings and summary
 
@@ -38,6 +38,7 @@ from pe_segmentation.data.phantom.calibration import compare_to_fumpe, format_ca
 from pe_segmentation.data.phantom.emboli import EmbolusInfo
 from pe_segmentation.data.phantom.generator import (
     LABEL_NAMES,
+    LABEL_VEIN,
     LABEL_VESSEL,
     Phantom,
     PhantomSettings,
@@ -332,7 +333,12 @@ def write_case(
 
 def _datalist(summary: DatasetSummary) -> dict:
     settings = summary.settings
-    labels = {str(k): v for k, v in LABEL_NAMES.items() if k != LABEL_VESSEL or settings.vessel_label}
+    vessel_labels = {LABEL_VESSEL, LABEL_VEIN} if settings.profile == "clinical" else {LABEL_VESSEL}
+    labels = {
+        str(k): v
+        for k, v in LABEL_NAMES.items()
+        if (k in vessel_labels and settings.vessel_label) or k not in (LABEL_VESSEL, LABEL_VEIN)
+    }
     return {
         "name": DATASET_NAME,
         "description": (

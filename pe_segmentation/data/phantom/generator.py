@@ -51,7 +51,13 @@ HU_RANGE = (-1024, 3071)  # what the int16 image holds (12-bit CT range)
 LABEL_BACKGROUND = 0
 LABEL_EMBOLUS = 1
 LABEL_VESSEL = 2
-LABEL_NAMES = {LABEL_BACKGROUND: "background", LABEL_EMBOLUS: "embolus", LABEL_VESSEL: "pulmonary artery"}
+LABEL_VEIN = 3
+LABEL_NAMES = {
+    LABEL_BACKGROUND: "background",
+    LABEL_EMBOLUS: "embolus",
+    LABEL_VESSEL: "pulmonary artery",
+    LABEL_VEIN: "pulmonary vein",
+}
 
 RandomSource = int | np.random.Generator | np.random.SeedSequence
 _Number = TypeVar("_Number", int, float)
@@ -73,7 +79,9 @@ class PhantomSettings:
             relative to the field.
         noise_hu: standard deviation of the added Gaussian noise (HU); 0 gives a noise-free image.
         blur_sigma: Gaussian partial-volume blur in voxels; 0 keeps the hard-edged tissue values.
-        vessel_label: label patent pulmonary artery lumen as 2 (emboli stay 1).
+        vessel_label: label patent pulmonary artery lumen as 2 and, in the ``clinical`` profile (which draws
+            them), the pulmonary veins as 3 (emboli stay 1). A network that learns the veins as a class of their
+            own tells an unopacified vein (early phase: as dark as a clot) from an occluded artery.
         emboli_per_case: inclusive range of the number of emboli per case, drawn uniformly in it; ``None``
             (the default) draws it from FUMPE's per-patient counts (1-15, median 2; see :mod:`.emboli`).
         profile: ``"uniform"`` (default): the fixed grid above and one look (``noise_hu``, ``blur_sigma``).
@@ -228,7 +236,8 @@ class Phantom:
 
     Attributes:
         image: CT in HU (int16), RAS affine of an axial LPS-ordered grid.
-        label: uint8 labels (0 background, 1 embolus, 2 patent pulmonary artery when ``vessel_label``).
+        label: uint8 labels (0 background, 1 embolus; with ``vessel_label`` 2 patent pulmonary artery and 3
+            pulmonary vein).
         emboli: the emboli, ``emboli[k - 1]`` being value ``k`` of ``instances``.
         vessels: boolean lumen of the pulmonary artery tree (emboli included).
         tissues: uint8 :class:`~pe_segmentation.data.phantom.anatomy.Tissue` map.
@@ -326,7 +335,7 @@ def generate_phantom(
     emboli = with_label_hu(emboli, hu[clot_voxels], instances[clot_voxels])
     affine = grid.affine()
     image = Volume(hu, affine, {"source": "pe-seg synthetic CTPA phantom"})
-    label = _label(instances, vessels, settings.vessel_label)
+    label = _label(instances, vessels, tissues, settings.vessel_label)
     return Phantom(
         image=image,
         label=Volume(
@@ -381,8 +390,9 @@ def _hu_image(
     return hu.astype(np.int16)
 
 
-def _label(instances: np.ndarray, vessels: np.ndarray, vessel_label: bool) -> np.ndarray:
+def _label(instances: np.ndarray, vessels: np.ndarray, tissues: np.ndarray, vessel_label: bool) -> np.ndarray:
     label = (instances > 0).astype(np.uint8)
     if vessel_label:
         label[vessels & (label == 0)] = LABEL_VESSEL
+        label[(tissues == Tissue.PULMONARY_VEIN) & (label == 0)] = LABEL_VEIN
     return label
