@@ -58,7 +58,7 @@ def test_ckpt_export_writes_torchscript_that_matches_the_network(tmp_path):
     x = torch.rand(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected, exported = network(x), scripted(x)
-    assert exported.shape == (1, 3, 32, 32, 32)  # background, embolus, artery
+    assert exported.shape == (1, 4, 32, 32, 32)  # background, embolus, artery, vein
     # float32 rounding of a scripted vs eager graph (another order of operations): up to 6e-4 on the shipped
     # weights' logits, whose magnitude reaches tens
     torch.testing.assert_close(exported, expected, rtol=1e-3, atol=2e-3)

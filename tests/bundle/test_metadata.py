@@ -44,7 +44,12 @@ def test_metadata_has_every_mandatory_field():
     image = METADATA["network_data_format"]["inputs"]["image"]
     pred = METADATA["network_data_format"]["outputs"]["pred"]
     assert (image["num_channels"], image["modality"], image["dtype"]) == (1, "CT", "float32")
-    assert pred["channel_def"] == {"0": "background", "1": "embolus", "2": "pulmonary artery"}
+    assert pred["channel_def"] == {
+        "0": "background",
+        "1": "embolus",
+        "2": "pulmonary artery",
+        "3": "pulmonary vein",
+    }
 
 
 @pytest.mark.parametrize("field", METADATA_FIELDS)
@@ -68,7 +73,7 @@ def test_metadata_check_fails_without_a_tensor_field(group, key, field):
 def test_metadata_check_names_bad_values():
     broken = copy.deepcopy(METADATA)
     broken["version"] = "9.9.9"  # no changelog entry
-    broken["network_data_format"]["outputs"]["pred"]["num_channels"] = 4  # channel_def lists 3
+    broken["network_data_format"]["outputs"]["pred"]["num_channels"] = 5  # channel_def lists 4
     broken["network_data_format"]["inputs"]["image"]["dtype"] = "float99"
     problems = check_metadata(broken)
     assert "changelog: no entry for version '9.9.9'" in problems
