@@ -59,6 +59,11 @@ class InferenceSettings:
     preview: bool = True
     nnunet: dict[str, Any] | None = None
 
+    def spec(self, **options: Any) -> PredictorSpec:
+        """How to build this run's predictor on a device (a pe-seg checkpoint's or an nnU-Net model folder's),
+        with further predictor ``options``: the one builder of ``pe-seg infer``, :func:`infer` and the bundle."""
+        return PredictorSpec(str(self.checkpoint), self.precision, {**self.predictor, **options}, self.nnunet)
+
 
 @dataclass(frozen=True)
 class InferenceRun:
@@ -89,14 +94,15 @@ def inference_settings(
     dicom_seg: bool | None = None,
     preview: bool | None = None,
     nnunet: str | os.PathLike[str] | None = None,
-    folds: Sequence[str | int] | None = None,
+    folds: Sequence[str | int] | str | int | None = None,
     label: str | None = None,
     nnunet_checkpoint: str = "final",
     **predictor: Any,
 ) -> InferenceSettings:
     """The weights and settings of a run: a checkpoint with the given options, an nnU-Net v2 model folder
-    (``nnunet``, with ``folds``, ``label`` and ``nnunet_checkpoint``), or a bundle's weights and the settings of
-    its ``configs/inference.yaml``, where an option given here wins over the bundle's.
+    (``nnunet``, with ``folds``, ``label`` and ``nnunet_checkpoint``), or a bundle's weights (or the nnU-Net model
+    its ``nnunet_model_dir`` names) and the settings of its ``configs/inference.yaml``, where an option given here
+    wins over the bundle's.
 
     Raises:
         ConfigError: not exactly one of ``checkpoint``, ``nnunet`` and ``bundle``; nnU-Net options without
@@ -114,7 +120,7 @@ def inference_settings(
         _check_options(predictor)
         options = {key: value for key, value in predictor.items() if value is not None}
         how = {
-            "folds": None if folds is None else list(folds),
+            "folds": None if folds is None else [folds] if isinstance(folds, (str, int)) else list(folds),
             "label": label,
             "checkpoint": nnunet_checkpoint,
         }
@@ -128,9 +134,10 @@ def inference_settings(
             nnunet=how,
         )
     outputs = {"save_probability": save_probability, "dicom_seg": dicom_seg, "preview": preview}
+    bundle_nnunet = None
     if bundle is not None:
         found = read_bundle_inference(bundle)
-        checkpoint = found.checkpoint
+        checkpoint, bundle_nnunet = found.checkpoint, found.nnunet
         precision = found.precision if precision == "auto" else precision
         predictor = {**found.options, **{k: v for k, v in predictor.items() if v is not None}}
         outputs = {k: found.outputs[k] if v is None else v for k, v in outputs.items()}
@@ -146,6 +153,7 @@ def inference_settings(
         save_probability=chosen["save_probability"],
         dicom_seg=chosen["dicom_seg"],
         preview=chosen["preview"],
+        nnunet=bundle_nnunet,
     )
 
 
@@ -272,8 +280,7 @@ def _predict(
     ``devices``: in this process on one device, or one worker process per device. The preview's HU window
     is the model's."""
     many_workers = len(devices) > 1 and len(cases) > 1
-    options = {**settings.predictor, "progress": progress and not many_workers and not prefix}
-    spec = PredictorSpec(str(settings.checkpoint), settings.precision, options, settings.nnunet)
+    spec = settings.spec(progress=progress and not many_workers and not prefix)
     # worker processes build their own predictors, so this one then stays on the CPU
     first = spec(torch.device("cpu") if many_workers else devices[0])
     # an nnU-Net model names its folds' hashes itself (its first fold's as the model's)

@@ -8,7 +8,9 @@ functions (``_target_: pe_segmentation....``), which call the library API (:mod:
   :func:`pe_segmentation.train` on the cases of ``train#dataset#data``, with ``train#handlers`` attached to the
   trainer; the best weights are then exported into the bundle (:func:`export_weights`, :mod:`.weights`).
 * :class:`CaseInferenceEngine` (:mod:`.inference`): the bundle's ``evaluator`` for inference, a MONAI
-  ``Evaluator`` whose every iteration is one case of ``pe-seg infer`` (the same predictor and writers).
+  ``Evaluator`` whose every iteration is one case of ``pe-seg infer`` (the same predictor and writers), and
+  :func:`bundle_predictor`, its ``predictor``: the bundle's weights or an nnU-Net v2 model folder
+  (``nnunet_model_dir``), built as ``pe-seg infer`` builds them.
 * :class:`EvaluationHandler` (:mod:`.evaluation`): scores the predictions against the cases' labels with
   :func:`pe_segmentation.evaluate`.
 * :func:`recipe_config`, :func:`train_transforms` and the case lists :func:`training_cases`,
@@ -34,7 +36,7 @@ from pe_segmentation.bundle.configs import (
     training_cases,
 )
 from pe_segmentation.bundle.evaluation import EvaluationHandler
-from pe_segmentation.bundle.inference import CaseInferenceEngine
+from pe_segmentation.bundle.inference import CaseInferenceEngine, bundle_predictor
 from pe_segmentation.bundle.metadata import (
     INPUT_TENSOR_FIELDS,
     METADATA_FIELDS,
@@ -53,6 +55,7 @@ __all__ = [
     "CaseInferenceEngine",
     "CaseList",
     "EvaluationHandler",
+    "bundle_predictor",
     "check_metadata",
     "export_weights",
     "input_cases",

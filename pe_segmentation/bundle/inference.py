@@ -1,4 +1,5 @@
-"""The bundle's inference ``evaluator``: a MONAI ``Evaluator`` whose every iteration is one case of
+"""The bundle's inference ``predictor`` and ``evaluator``: the predictor ``pe-seg infer`` builds (a pe-seg
+checkpoint's, or an nnU-Net v2 model folder's), and a MONAI ``Evaluator`` whose every iteration is one case of
 ``pe-seg infer`` (the predictor and the writers of :func:`~pe_segmentation.inference.run_case`)."""
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from ignite.engine import Engine, Events
 from monai.engines import Evaluator
 
-from pe_segmentation.errors import InputDataError
+from pe_segmentation.api import inference_settings
+from pe_segmentation.errors import ConfigError, InputDataError
 from pe_segmentation.inference import (
     CaseInput,
     CaseResult,
@@ -28,6 +31,54 @@ from pe_segmentation.io.volume_files import case_name
 log = logging.getLogger(__name__)
 
 
+def bundle_predictor(
+    ckpt_path: str | os.PathLike[str] | None,
+    device: torch.device | str = "auto",
+    precision: str = "auto",
+    *,
+    nnunet_model_dir: str | os.PathLike[str] | None = None,
+    nnunet_folds: Sequence[str | int] | str | int | None = None,
+    nnunet_label: str | None = None,
+    nnunet_checkpoint: str = "final",
+    **options: Any,
+) -> Predictor:
+    """The bundle's ``predictor``: the bundle's weights (``ckpt_path``) or, with ``nnunet_model_dir``, an nnU-Net
+    v2 trained-model folder, built as ``pe-seg infer --checkpoint`` / ``--nnunet`` build them
+    (:func:`~pe_segmentation.api.inference_settings`, then its predictor spec), with the same checks.
+
+    Args:
+        ckpt_path: the bundle's weights (``models/model.pt``); not read with ``nnunet_model_dir``.
+        device, precision: as for :class:`~pe_segmentation.inference.Predictor`.
+        nnunet_model_dir: an nnU-Net v2 trained-model folder (``plans.json``, ``dataset.json``,
+            ``fold_N/checkpoint_final.pth``) to run instead; needs pe-seg's ``nnunet`` extra.
+        nnunet_folds: the folds to average (``--folds``; default: every fold folder with the checkpoint).
+        nnunet_label: the embolus label's name in the model's ``dataset.json`` (``--label``).
+        nnunet_checkpoint: ``final`` or ``best`` (``--nnunet-checkpoint``).
+        **options: the predictor's keyword options (``None``: the model's own).
+
+    Raises:
+        ConfigError: nnU-Net options without ``nnunet_model_dir``; an option out of range.
+        CheckpointError: missing or unsafe weights; a folder that is not an nnU-Net model, or the ``nnunet``
+            extra missing.
+    """
+    if not nnunet_model_dir:
+        if nnunet_folds is not None or nnunet_label is not None:
+            raise ConfigError(
+                "nnunet_folds and nnunet_label apply to an nnU-Net model folder (nnunet_model_dir)"
+            )
+        settings = inference_settings(ckpt_path, precision=precision, **options)
+    else:
+        settings = inference_settings(
+            precision=precision,
+            nnunet=nnunet_model_dir,
+            folds=nnunet_folds,
+            label=nnunet_label,
+            nnunet_checkpoint=nnunet_checkpoint,
+            **options,
+        )
+    return settings.spec()(device)
+
+
 class CaseInferenceEngine(Evaluator):
     """The bundle's inference ``evaluator``: one iteration per case, each case predicted by ``predictor`` and
     written into ``output_dir/<case>/`` exactly as ``pe-seg infer`` writes it (mask, DICOM SEG, report, preview,
@@ -41,9 +92,10 @@ class CaseInferenceEngine(Evaluator):
     Args:
         dataset: the cases (items from :func:`input_cases` or :func:`labelled_cases`: ``image``, optional
             ``case``, ``series_uid``, ``label``).
-        predictor: the :class:`~pe_segmentation.inference.predictor.Predictor`.
+        predictor: the :class:`~pe_segmentation.inference.predictor.Predictor` (:func:`bundle_predictor`).
         output_dir: where the case folders go.
-        checkpoint: the weights file, whose SHA-256 the reports carry.
+        checkpoint: the weights file, whose SHA-256 the reports carry, unless the predictor names its own (an
+            nnU-Net model's first fold's, as ``pe-seg infer --nnunet`` reports it).
         save_probability: also write ``probability.nii.gz``.
         dicom_seg: write ``seg.dcm`` for DICOM input.
         preview: write ``preview.png``.
@@ -83,7 +135,7 @@ class CaseInferenceEngine(Evaluator):
             anonymous_seg=as_flag(anonymous_seg, "anonymous_seg"),
         )
         self.model = dict(predictor.model_info)
-        if checkpoint is not None:
+        if checkpoint is not None and not self.model.get("sha256"):
             self.model["sha256"] = file_sha256(checkpoint)
         self.results: list[tuple[dict[str, Any], CaseResult]] = []
         self.add_event_handler(Events.STARTED, lambda _: self.results.clear())

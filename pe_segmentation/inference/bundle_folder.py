@@ -23,6 +23,9 @@ MODEL_FILE = "models/model.pt"
 RECIPE_FILE = "configs/recipe.yaml"
 INFERENCE_CONFIG = "configs/inference.yaml"
 METADATA_FILE = "configs/metadata.json"
+#: The predictor's arguments that say how to read an nnU-Net model folder (``nnunet_model_dir``), and the
+#: keyword of :meth:`~pe_segmentation.inference.nnunet.NnUNetModelPredictor.from_folder` each one is.
+NNUNET_ARGUMENTS = {"nnunet_folds": "folds", "nnunet_label": "label", "nnunet_checkpoint": "checkpoint"}
 
 
 def as_flag(value: Any, name: str) -> bool:
@@ -58,10 +61,12 @@ class BundleInference:
 
     Attributes:
         root: the bundle folder.
-        checkpoint: its weights (``ckpt_path``).
+        checkpoint: its weights (``ckpt_path``), or the nnU-Net model folder ``nnunet_model_dir`` names.
         precision: the predictor's precision.
         options: keyword options of the predictor it sets (``None`` values: the model's own default).
         outputs: ``save_probability``, ``dicom_seg`` and ``preview`` of its evaluator.
+        nnunet: with ``nnunet_model_dir``, how to read that folder (``folds``, ``label``, ``checkpoint``); else
+            ``None``.
     """
 
     root: Path
@@ -69,11 +74,13 @@ class BundleInference:
     precision: str
     options: dict[str, Any]
     outputs: dict[str, bool]
+    nnunet: dict[str, Any] | None = None
 
 
 def read_bundle_inference(bundle_dir: str | os.PathLike[str]) -> BundleInference:
     """Read the weights and inference settings of a bundle (its ``configs/inference.yaml``, resolved with
-    ``bundle_root`` set to ``bundle_dir``), without loading the weights.
+    ``bundle_root`` set to ``bundle_dir``), without loading the weights. Where it sets ``nnunet_model_dir``, the
+    weights are that nnU-Net v2 model folder (read when the predictor is built).
 
     Raises:
         ConfigError: not a bundle folder, or settings that cannot be resolved.
@@ -89,6 +96,19 @@ def read_bundle_inference(bundle_dir: str | os.PathLike[str]) -> BundleInference
     try:
         checkpoint = Path(parser.get_parsed_content("ckpt_path"))
         predictor = parser["predictor"]
+        model_dir = (
+            parser.get_parsed_content("predictor#nnunet_model_dir")
+            if "nnunet_model_dir" in predictor
+            else None
+        )
+        nnunet = None
+        if model_dir:
+            checkpoint = Path(str(model_dir)).expanduser()
+            nnunet = {
+                keyword: parser.get_parsed_content(f"predictor#{key}")
+                for key, keyword in NNUNET_ARGUMENTS.items()
+                if key in predictor
+            }
         options = {
             key: parser.get_parsed_content(f"predictor#{key}")
             for key in predictor_options()
@@ -106,8 +126,8 @@ def read_bundle_inference(bundle_dir: str | os.PathLike[str]) -> BundleInference
         raise ConfigError(
             f"{path}: cannot resolve the inference settings ({type(err).__name__}: {err})"
         ) from None
-    if not checkpoint.is_file():
+    if nnunet is None and not checkpoint.is_file():
         raise CheckpointError(
             f"{checkpoint}: the bundle's weights are missing (build them with `make bundle-weights`)"
         )
-    return BundleInference(root, checkpoint, precision, options, outputs)
+    return BundleInference(root, checkpoint, precision, options, outputs, nnunet)

@@ -13,7 +13,8 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from pe_segmentation.bundle import BundleTrainer, CaseInferenceEngine
+from pe_segmentation.api import inference_settings
+from pe_segmentation.bundle import BundleTrainer, CaseInferenceEngine, bundle_predictor
 from pe_segmentation.cli import main as pe_seg
 from pe_segmentation.config import load_config
 from pe_segmentation.errors import CheckpointError, ConfigError, PESegError
@@ -242,6 +243,36 @@ def test_bundle_settings_reach_pe_seg_infer(bundle_copy):
     assert settings.options["tta"] is True
     assert settings.options["overlap"] is None  # null: the model's own inference.overlap
     assert settings.outputs == {"save_probability": False, "dicom_seg": True, "preview": False}
+
+
+def test_bundle_nnunet_model_reaches_pe_seg_infer(bundle_copy, tmp_path):
+    """A bundle whose inference.yaml names an nnU-Net model: `pe-seg infer --bundle` runs that model, with the
+    nnU-Net model's own min_peak (the bundle weights' 0.99 does not apply), and needs no models/model.pt.
+    (tests/inference/test_nnunet_bundle.py runs such a bundle.)"""
+    config = bundle_copy / "configs" / "inference.yaml"
+    text = config.read_text(encoding="utf-8")
+    text = text.replace("nnunet_model_dir: null", f"nnunet_model_dir: {tmp_path / 'nnunet'}")
+    config.write_text(text.replace("nnunet_label: null", "nnunet_label: PE"), encoding="utf-8")
+    (bundle_copy / "models" / "model.pt").unlink()
+    found = read_bundle_inference(bundle_copy)
+    assert found.checkpoint == tmp_path / "nnunet"
+    assert found.nnunet == {"folds": None, "label": "PE", "checkpoint": "final"}
+    assert found.options["min_peak"] is None
+    settings = inference_settings(bundle=bundle_copy, tta=True)
+    assert (settings.checkpoint, settings.nnunet) == (tmp_path / "nnunet", found.nnunet)
+    assert settings.predictor == {
+        "tta": True,
+        "channels_last": True,
+        "territory": True,
+        "qc": "report",
+        "fast": False,
+    }
+    assert settings.spec().nnunet == found.nnunet
+
+
+def test_bundle_nnunet_options_need_the_model_folder():
+    with pytest.raises(ConfigError, match=r"^nnunet_folds and nnunet_label apply to an nnU-Net model folder"):
+        bundle_predictor(BUNDLE / "models" / "model.pt", "cpu", nnunet_folds=[0])
 
 
 def test_pe_seg_infer_bundle_errors(tmp_path, bundle_copy, capsys):
