@@ -1,6 +1,7 @@
 """``pe-seg infer --nnunet`` against nnU-Net's own ``nnUNetPredictor`` on the same model folder and CT.
 
     python benchmarks/bench_nnunet.py [--shape 512 512 300] [--network published] [--mirror]
+        [--runs nnunet pe-seg no-territory fp32] [--float32-reference]
 
 Needs pe-seg's ``nnunet`` extra (``make setup-nnunet``). Writes an nnU-Net v2 trained-model folder in nnU-Net's
 formats with random weights (``tests/inference/nnunet_models.py``; the final layer biased so that about 5% of
@@ -48,7 +49,8 @@ NETWORKS = {
     "tiny": ("plain", 3, 8, (32, 32, 32)),
     "published": ("resenc", 6, 32, (128, 128, 128)),
 }
-SPACING = (1.0, 0.74, 0.74)  # the published plan's spacing (z, y, x)
+SPACING = (1.0, 0.74, 0.74)
+RUNS = ("nnunet", "pe-seg", "no-territory", "fp32")  # the published plan's spacing (z, y, x)
 
 
 def make_inputs(
@@ -214,6 +216,13 @@ def main() -> None:
         action="store_true",
         help="also run nnUNetPredictor with float32 sliding-window sums and measure agreement against it",
     )
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        choices=RUNS,
+        default=list(RUNS),
+        help="pipelines to run, in this order after nnU-Net (a full-size fp32 run takes as long as nnU-Net's)",
+    )
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pe-seg-bench-nnunet")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -222,26 +231,36 @@ def main() -> None:
     )
     out = args.work / "out"
     shutil.rmtree(out, ignore_errors=True)
-    results = {"nnU-Net": run_nnunet(ct, folder, out / "nnunet", args.mirror)}
-    results["pe-seg"] = run_pe_seg(ct, folder, out / "pe-seg", args.mirror, [])
-    results["pe-seg --no-territory"] = run_pe_seg(ct, folder, out / "all", args.mirror, ["--no-territory"])
-    fp32 = run_pe_seg(
-        ct, folder, out / "fp32", args.mirror, ["--precision", "fp32", "--no-territory", "--save-probability"]
-    )
-    results["pe-seg fp32"] = fp32
     where = f"{'x'.join(map(str, args.shape))} at {' x '.join(map(str, args.spacing))} mm"
     print(f"CT {where}, network {args.network}, plan spacing {args.plan_spacing}, mirroring {args.mirror}")
-    for name, result in results.items():
-        print(line(name, result, None if name == "nnU-Net" else results["nnU-Net"]))
-    skipped = results["pe-seg"]["territory"]
-    print(f"territory: {skipped.get('windows_run')} windows run, {skipped.get('windows_skipped')} skipped")
-    difference, dice = agreement(out / "nnunet", fp32["case"])
-    print(
-        f"agreement, pe-seg fp32 (no territory) vs nnU-Net as it runs: max |dp| {difference:.2e}, Dice {dice:.4f}"
-    )
-    if args.float32_reference:
+    pe_seg_runs = {
+        "pe-seg": ("pe-seg", []),
+        "no-territory": ("pe-seg --no-territory", ["--no-territory"]),
+        "fp32": ("pe-seg fp32", ["--precision", "fp32", "--no-territory", "--save-probability"]),
+    }
+    results: dict[str, dict[str, Any]] = {}
+    if "nnunet" in args.runs:
+        results["nnU-Net"] = run_nnunet(ct, folder, out / "nnunet", args.mirror)
+        print(line("nnU-Net", results["nnU-Net"], None), flush=True)
+    for run in args.runs:
+        if run in pe_seg_runs:
+            name, extra = pe_seg_runs[run]
+            results[name] = run_pe_seg(ct, folder, out / run, args.mirror, extra)
+            print(line(name, results[name], results.get("nnU-Net")), flush=True)
+    if "pe-seg" in results:
+        skipped = results["pe-seg"]["territory"]
+        print(
+            f"territory: {skipped.get('windows_run')} windows run, {skipped.get('windows_skipped')} skipped"
+        )
+    if "nnU-Net" in results and "pe-seg fp32" in results:
+        difference, dice = agreement(out / "nnunet", results["pe-seg fp32"]["case"])
+        print(
+            f"agreement, pe-seg fp32 (no territory) vs nnU-Net as it runs: max |dp| {difference:.2e}, "
+            f"Dice {dice:.4f}"
+        )
+    if args.float32_reference and "pe-seg fp32" in results:
         reference = run_nnunet(ct, folder, out / "nnunet32", args.mirror, sums=32)
-        difference, dice = agreement(out / "nnunet32", fp32["case"])
+        difference, dice = agreement(out / "nnunet32", results["pe-seg fp32"]["case"])
         print(line("nnU-Net float32 sums", reference, None))
         print(
             f"agreement, pe-seg fp32 vs nnU-Net with float32 sums: max |dp| {difference:.2e}, Dice {dice:.4f}"
