@@ -3,11 +3,11 @@
 The published nnU-Net PE model is a residual-encoder U-Net (ResEnc M: 7 stages, 32..320 features, 1/3/4/6/6/6/6
 blocks) run at a 224 x 320 x 320 patch. Instance normalisation makes its output depend on the tile, so it must
 run at that patch: this script says what one such tile costs (random weights, built by nnU-Net's own builder),
-in fp32 or under bf16 autocast as ``pe-seg infer --nnunet`` runs it on a CPU. Run it once per precision (each
-in its own process, so that the peak resident memory is that forward's):
+in fp32 as nnU-Net runs it on a CPU and under bf16 autocast as ``pe-seg infer --nnunet`` does, each in its own
+process (so that the peak resident memory is that forward's), and prints the ratio:
 
-    .venv/bin/python benchmarks/nnunet_patch_memory.py --precision bf16 --patch 224 320 320
-    .venv/bin/python benchmarks/nnunet_patch_memory.py --precision fp32 --patch 128 128 128
+    .venv/bin/python benchmarks/nnunet_patch_memory.py --patch 128 128 128
+    .venv/bin/python benchmarks/nnunet_patch_memory.py --precision bf16 --patch 224 320 320   # one precision
 
 Needs pe-seg's ``nnunet`` extra (``make setup-nnunet``).
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,9 +39,18 @@ def peak_gib() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
+    parser.add_argument("--precision", choices=("both", "fp32", "bf16"), default="both")
     parser.add_argument("--patch", type=int, nargs=3, default=(224, 320, 320), help="z y x, the plan's order")
     args = parser.parse_args()
+    if args.precision == "both":
+        seconds = {}
+        for precision in ("fp32", "bf16"):
+            command = [sys.executable, __file__, "--precision", precision, "--patch", *map(str, args.patch)]
+            printed = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
+            print(printed, flush=True)
+            seconds[precision] = float(printed.split(" forward ")[1].split(" s,")[0])
+        print(f"bf16 is {seconds['fp32'] / seconds['bf16']:.2f}x faster than fp32 per tile")
+        return
     plans = nnunet_models.plans("resenc", (1.0, 0.74, 0.74), tuple(args.patch), stages=7, features=32)
     arch = plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
     arch["strides"], arch["n_blocks_per_stage"] = STRIDES, BLOCKS
