@@ -9,8 +9,10 @@
   view (warns when the top or bottom slice still holds more than :data:`LUNG_EDGE_FRACTION` of the largest
   slice's lung area: the lung is cut there).
 * ``contrast``: the attenuation of the most enhanced blood pool in front of the spine, between the lungs,
-  at the level of the pulmonary trunk: the mode of the brightest histogram peak, not the mean, so that a large
-  embolus or partial volume does not lower it, read on a copy smoothed against noise
+  at the level of the pulmonary trunk: the mode of the brightest pool in the histogram, not the mean, so that a
+  large embolus or partial volume does not lower it. A pool is a peak of the histogram or a shoulder on the
+  flank of a larger one (the right heart and trunk beside an aorta and left heart with three times their
+  voxels), read on a copy smoothed against noise
   (:data:`~pe_segmentation.data.chest_regions.COARSE_SMOOTH_MM`). Pass from :data:`CONTRAST_PASS_HU`, warn from
   :data:`CONTRAST_WARN_HU`, fail below.
 * ``slice_spacing``: the voxel size along the superior axis; warns over :data:`SLICE_SPACING_WARN_MM`.
@@ -214,7 +216,8 @@ def trunk_attenuation(regions: ChestRegions) -> float | None:
 
     The search region is the opacified mediastinum (bone removed) in front of the middle of the lungs' hull
     (the spine and descending aorta lie behind) within :data:`TRUNK_LEVEL_FRACTIONS` of the lungs' height.
-    Its histogram is smoothed; the answer is the highest peak that holds a pool's share of the voxels.
+    Its histogram is smoothed; the answer is the brightest mode (a peak, or a shoulder on a larger pool's
+    flank) that holds a pool's share of the voxels, located to a fraction of a bin.
     """
     lungs = regions.canonical(regions.lungs)
     hull = regions.canonical(regions.mediastinum) | lungs
@@ -230,18 +233,39 @@ def trunk_attenuation(regions: ChestRegions) -> float | None:
     smooth = ndimage.gaussian_filter1d(counts.astype(np.float64), CONTRAST_SMOOTH_BINS, mode="constant")
     reach = round(CONTRAST_PEAK_HALF_WIDTH_HU / step)
     needed = max(CONTRAST_POOL_FRACTION * values.size, CONTRAST_POOL_MIN_ML / regions.voxel_ml)
+
+    def holds_a_pool(i: int) -> bool:
+        # not the edge of unenhanced tissue's tail at 100 HU, and enough blood around the mode
+        return bool(i > reach and counts[i - reach : i + reach + 1].sum() >= needed)
+
     peaks, properties = find_peaks(smooth, prominence=0.0)
-    pools = [
-        int(i)
+    modes = {
+        int(i): smooth
         for i, prominence in zip(peaks, properties["prominences"], strict=True)
-        if i > reach  # not the edge of unenhanced tissue's tail at 100 HU
-        and prominence >= CONTRAST_PEAK_PROMINENCE * smooth[i]
-        and counts[i - reach : i + reach + 1].sum() >= needed
-    ]
-    if not pools:
+        if prominence >= CONTRAST_PEAK_PROMINENCE * smooth[i] and holds_a_pool(int(i))
+    }
+    # A pool whose histogram is only a shoulder on a larger pool's flank makes no peak, but a peak of the
+    # negative curvature: each Gaussian-like pool of a mixture does, however large its neighbour.
+    bend = -ndimage.gaussian_filter1d(
+        counts.astype(np.float64), CONTRAST_SMOOTH_BINS, order=2, mode="constant"
+    )
+    for i in find_peaks(bend)[0]:
+        if int(i) not in modes and bend[i] > 0 and holds_a_pool(int(i)):
+            modes[int(i)] = bend
+    if not modes:
         return None
-    peak = pools[-1]
-    return float((edges[peak] + edges[peak + 1]) / 2.0)
+    mode = max(modes)
+    return float(edges[mode] + step * (0.5 + _vertex_offset(modes[mode], mode)))
+
+
+def _vertex_offset(curve: np.ndarray, i: int) -> float:
+    """Where the parabola through ``curve[i - 1 : i + 2]`` peaks, in bins from ``i`` (0 at an edge or a
+    plateau): reads a pool's mode finer than the 5 HU bins, which matters next to the 250 HU bar."""
+    if not 0 < i < curve.size - 1:
+        return 0.0
+    before, at, after = float(curve[i - 1]), float(curve[i]), float(curve[i + 1])
+    curvature = before - 2.0 * at + after
+    return 0.5 * (before - after) / curvature if curvature < 0 else 0.0
 
 
 def _spacing_check(spacing_mm: float) -> QualityCheck:
