@@ -34,6 +34,8 @@ from monai.utils import fall_back_tuple
 
 #: Key postfix under which :class:`ForegroundIndicesd` stores a label's foreground indices.
 FG_INDICES_POSTFIX = "_fg_indices"
+#: ... and the indices of the classes that hard-negative patches are centred on.
+NEGATIVE_CLASS_INDICES_POSTFIX = "_negative_class_indices"
 
 
 def foreground_indices(label: Any, classes: Sequence[int] | None = None) -> np.ndarray:
@@ -99,15 +101,17 @@ class ForegroundIndicesd(MapTransform):
         keys: Sequence[Hashable] | Hashable,
         classes: Sequence[int] | None = None,
         allow_missing_keys: bool = False,
+        postfix: str = FG_INDICES_POSTFIX,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.classes = None if classes is None else tuple(classes)
+        self.postfix = postfix
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
             # a tensor, not an array: pe-seg's disk cache loads with torch.load(weights_only=True)
-            d[f"{key}{FG_INDICES_POSTFIX}"] = torch.from_numpy(foreground_indices(d[key], self.classes))
+            d[f"{key}{self.postfix}"] = torch.from_numpy(foreground_indices(d[key], self.classes))
         return d
 
 
@@ -121,7 +125,27 @@ class RandOffsetPosNegCropd(RandCropByPosNegLabeld):
     (as nnU-Net's foreground oversampling does), then pulls the centre back inside the volume as MONAI does.
     Hand-written because MONAI's crop has no such option; it draws from the transform's own random state, so
     seeded runs stay repeatable.
+
+    Hard negatives: with ``negative_indices_key`` (the indices of, say, the patent arteries and veins, stored by
+    :class:`ForegroundIndicesd`), each negative draw is moved onto one of those voxels with probability
+    ``negative_class_fraction``. A negative drawn anywhere off the emboli mostly lands in fat, muscle or lung;
+    the vessels that look like clot would be seen in a few patches per epoch. Off by default, and then the
+    draws are exactly MONAI's.
     """
+
+    def __init__(
+        self,
+        *args: Any,
+        negative_indices_key: str | None = None,
+        negative_class_fraction: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if not 0.0 <= negative_class_fraction <= 1.0:
+            raise ValueError(f"negative_class_fraction must be in [0, 1], got {negative_class_fraction}")
+        self.negative_indices_key = negative_indices_key
+        self.negative_class_fraction = float(negative_class_fraction)
+        self._negative_indices: Any = None
 
     def randomize(
         self,
@@ -136,17 +160,21 @@ class RandOffsetPosNegCropd(RandCropByPosNegLabeld):
         shape = source.peek_pending_shape() if isinstance(source, MetaTensor) else source.shape[1:]
         fg, bg = self._indices(label, image, shape, fg_indices, bg_indices)
         # MONAI annotates a 1-tuple, stores a list
-        self.cropper.centers = self.sample_centers(shape, fg, bg)  # type: ignore[assignment]
+        self.cropper.centers = self.sample_centers(  # type: ignore[assignment]
+            shape, fg, bg, negative=self._negative_indices
+        )
 
     def sample_centers(
         self,
         shape: Sequence[int],
         fg: NdarrayOrTensor,
         bg: NdarrayOrTensor | BackgroundIndices | None = None,
+        negative: NdarrayOrTensor | None = None,
     ) -> list[list[int]]:
         """``num_samples`` patch centres in a volume of spatial ``shape`` whose label foreground is the raveled
         indices ``fg`` (background: every other voxel when ``bg`` is ``None``), drawn from this transform's
-        random state. A patch of size n centred at c covers ``[c - n // 2, c - n // 2 + n)``.
+        random state; ``negative``: the raveled indices hard negatives are drawn from (see the class
+        docstring). A patch of size n centred at c covers ``[c - n // 2, c - n // 2 + n)``.
 
         What :meth:`randomize` draws from a volume; the preprocessed store draws from its stored indices
         without reading the volume."""
@@ -160,7 +188,7 @@ class RandOffsetPosNegCropd(RandCropByPosNegLabeld):
         # about it would repeat for every draw of every such case.
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Num foregrounds 0", category=UserWarning)
-            voxels = generate_pos_neg_label_crop_centers(
+            drawn = generate_pos_neg_label_crop_centers(
                 (1,) * len(size),
                 cropper.num_samples,
                 cropper.pos_ratio,
@@ -170,6 +198,7 @@ class RandOffsetPosNegCropd(RandCropByPosNegLabeld):
                 cropper.R,
                 cropper.allow_smaller,
             )
+        voxels = self._hard_negatives(drawn, shape, fg, negative)
         # A patch of size n centred at c covers [c - n // 2, c - n // 2 + n): a voxel v stays inside for centres
         # v + d with d in [n // 2 - n + 1, n // 2]; pulling the centre back inside the volume keeps it there.
         low = np.array([n // 2 - n + 1 for n in size])
@@ -186,6 +215,30 @@ class RandOffsetPosNegCropd(RandCropByPosNegLabeld):
             ]
             for voxel in voxels
         ]
+
+    def _hard_negatives(
+        self,
+        voxels: Sequence[Sequence[int]],
+        shape: Sequence[int],
+        fg: NdarrayOrTensor,
+        negative: NdarrayOrTensor | None,
+    ) -> list[Sequence[int]]:
+        """``voxels`` with each negative draw (a voxel not in ``fg``) moved, with probability
+        ``negative_class_fraction``, onto a voxel of ``negative``."""
+        if negative is None or self.negative_class_fraction == 0.0 or len(negative) == 0:
+            return list(voxels)
+        positives = np.sort(torch.as_tensor(fg).cpu().numpy().ravel())
+        choices = torch.as_tensor(negative).cpu().numpy().ravel()
+        moved: list[Sequence[int]] = []
+        for voxel in voxels:
+            index = int(np.ravel_multi_index(tuple(int(v) for v in voxel), tuple(shape)))
+            at = int(np.searchsorted(positives, index))
+            is_positive = at < positives.size and int(positives[at]) == index
+            if not is_positive and self.cropper.R.rand() < self.negative_class_fraction:
+                chosen = int(choices[self.cropper.R.randint(choices.size)])
+                voxel = [int(v) for v in np.unravel_index(chosen, tuple(shape))]
+            moved.append(voxel)
+        return moved
 
     def _indices(
         self,
@@ -213,6 +266,8 @@ class RandOffsetPosNegCropd(RandCropByPosNegLabeld):
         """The patches, each in its own memory: MONAI's crops are views of the volume, and no later transform
         may write through them into a cached volume (see
         :data:`~pe_segmentation.data.transforms.CACHE_READ_ONLY_ATTR`)."""
+        key = self.negative_indices_key
+        self._negative_indices = data.get(key) if key is not None else None
         patches = super().__call__(data, lazy)
         for patch in patches:
             for key in self.key_iterator(patch):

@@ -139,6 +139,12 @@ class PatchSettings(SettingsSection):
         positive_classes: the label values a positive patch is centred on; ``None``: any non-zero value. With
             an artery class as a second target (phantoms labelled ``--vessel-label``: 1 embolus, 2 artery),
             ``[1]`` keeps positive patches on emboli, whose voxels are a few percent of the tree's.
+        negative_classes: label values that some negative patches are centred on (hard negatives): with the
+            vessels labelled (2 patent artery, 3 vein), ``[2, 3]`` shows the network the vessels that look like
+            clot (unopacified veins, thin partial-volume arteries) far more often than patches centred anywhere
+            off the emboli would. ``None``: negative patches are centred anywhere off the positive classes.
+        negative_class_fraction: the share of negative patches centred on ``negative_classes`` (the rest
+            anywhere off the positive classes); used only with ``negative_classes``.
         spatial_dims: 3 for volumetric networks, 2 for networks trained on axial slices.
     """
 
@@ -148,6 +154,8 @@ class PatchSettings(SettingsSection):
     samples_per_volume: int = 4
     pos_fraction: float = 0.5
     positive_classes: tuple[int, ...] | None = None
+    negative_classes: tuple[int, ...] | None = None
+    negative_class_fraction: float = 0.5
     spatial_dims: int = 3
 
     def __post_init__(self) -> None:
@@ -165,13 +173,22 @@ class PatchSettings(SettingsSection):
         self._set("patch_size", size)
         self._set("samples_per_volume", self._int("samples_per_volume", low=1))
         self._set("pos_fraction", self._number("pos_fraction", low=0.0, high=1.0))
-        if self.positive_classes is not None:
-            classes = self.positive_classes
+        for name in ("positive_classes", "negative_classes"):
+            classes = getattr(self, name)
+            if classes is None:
+                continue
             if isinstance(classes, (str, bytes)) or not isinstance(classes, (list, tuple)) or not classes:
-                raise self._fail("positive_classes", f"expected a list of label values, got {classes!r}")
-            self._set(
-                "positive_classes", tuple(sorted({self._int("positive_classes", v, low=1) for v in classes}))
-            )
+                raise self._fail(name, f"expected a list of label values, got {classes!r}")
+            self._set(name, tuple(sorted({self._int(name, v, low=1) for v in classes})))
+        if self.negative_classes is not None:
+            shared = set(self.negative_classes) & set(self.positive_classes or ())
+            if shared or self.positive_classes is None:
+                raise self._fail(
+                    "negative_classes",
+                    "must be label values that are not positive: set positive_classes without "
+                    f"{sorted(shared) or list(self.negative_classes)}",
+                )
+        self._set("negative_class_fraction", self._number("negative_class_fraction", low=0.0, high=1.0))
 
     @property
     def crop_size(self) -> tuple[int, int, int]:

@@ -105,6 +105,7 @@ class StorePatchDataset(Dataset):
         self.pad_value = air_hu(pre)
         self.sampler = build_patch_sampler(KEYS, patch)
         self.positive_classes = patch.positive_classes
+        self.negative_classes = patch.negative_classes
         self.transform = build_patch_transforms(pre, patch, aug, KEYS)
         # seeded as one chain, in the in-memory chain's order: the sampler, then the patch transforms
         self._random = Compose([self.sampler, *self.transform.transforms])
@@ -118,13 +119,11 @@ class StorePatchDataset(Dataset):
             self._random.set_random_state(seed=seed)
         case = StoredCase.open(self.folders[index])
         padded, offset = _padding(case.spatial_shape, self.crop)
-        foreground = case.foreground(self.positive_classes)
-        if padded != list(case.spatial_shape):
-            coords = np.unravel_index(foreground, case.spatial_shape)
-            foreground = np.ravel_multi_index(
-                tuple(c + o for c, o in zip(coords, offset, strict=True)), padded
-            )
-        centers = self.sampler.sample_centers(padded, foreground)
+        foreground = _shifted(case.foreground(self.positive_classes), case.spatial_shape, offset, padded)
+        negative = None
+        if self.negative_classes is not None:
+            negative = _shifted(case.foreground(self.negative_classes), case.spatial_shape, offset, padded)
+        centers = self.sampler.sample_centers(padded, foreground, negative=negative)
         patches = [self._patch(case, center, offset) for center in centers]
         return list(self.transform(patches))
 
@@ -180,3 +179,14 @@ class StoreCaseDataset(Dataset):
             "label": MetaTensor(torch.from_numpy(label), affine=affine),
         }
         return dict(self.transform(data))
+
+
+def _shifted(
+    indices: np.ndarray, shape: Sequence[int], offset: Sequence[int], padded: Sequence[int]
+) -> np.ndarray:
+    """Raveled ``indices`` of a volume of ``shape`` as indices of the volume padded to ``padded`` with ``offset``
+    voxels before it."""
+    if list(padded) == list(shape):
+        return indices
+    coords = np.unravel_index(indices, tuple(shape))
+    return np.ravel_multi_index(tuple(c + o for c, o in zip(coords, offset, strict=True)), tuple(padded))

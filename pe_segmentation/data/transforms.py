@@ -69,7 +69,12 @@ from monai.transforms import (
 
 from pe_segmentation.data.augmentation import build_augmentation, build_hu_augmentation
 from pe_segmentation.data.label_values import CheckLabelValuesd
-from pe_segmentation.data.sampling import FG_INDICES_POSTFIX, ForegroundIndicesd, RandOffsetPosNegCropd
+from pe_segmentation.data.sampling import (
+    FG_INDICES_POSTFIX,
+    NEGATIVE_CLASS_INDICES_POSTFIX,
+    ForegroundIndicesd,
+    RandOffsetPosNegCropd,
+)
 from pe_segmentation.data.settings import AugmentationSettings, PatchSettings, PreprocessingSettings
 from pe_segmentation.errors import ConfigError
 from pe_segmentation.io.monai_reader import PESegReader
@@ -306,12 +311,15 @@ def _patch_steps(
             SpatialPadd(keys[1:], spatial_size=crop, mode="constant", value=0),
         ]
     )
-    return [
-        *pads,
-        # cached with the volume: sampling needs no pass over the label
-        ForegroundIndicesd(label_key, classes=patch.positive_classes),
-        build_patch_sampler(keys, patch),
-    ]
+    # cached with the volume: sampling needs no pass over the label
+    indices = [ForegroundIndicesd(label_key, classes=patch.positive_classes)]
+    if patch.negative_classes is not None:
+        indices.append(
+            ForegroundIndicesd(
+                label_key, classes=patch.negative_classes, postfix=NEGATIVE_CLASS_INDICES_POSTFIX
+            )
+        )
+    return [*pads, *indices, build_patch_sampler(keys, patch)]
 
 
 def build_patch_sampler(keys: Sequence[str], patch: PatchSettings) -> RandOffsetPosNegCropd:
@@ -330,6 +338,10 @@ def build_patch_sampler(keys: Sequence[str], patch: PatchSettings) -> RandOffset
         neg=1.0 - patch.pos_fraction,
         num_samples=patch.samples_per_volume,
         fg_indices_key=f"{label_key}{FG_INDICES_POSTFIX}",
+        negative_indices_key=(
+            None if patch.negative_classes is None else f"{label_key}{NEGATIVE_CLASS_INDICES_POSTFIX}"
+        ),
+        negative_class_fraction=0.0 if patch.negative_classes is None else patch.negative_class_fraction,
     )
 
 
@@ -414,6 +426,8 @@ def build_train_transforms(
     parts: dict[str, Any] = {"pad_hu": pad_hu, "window": "after_hu_augmentation"} if in_hu else {}
     if patch.positive_classes is not None:  # the cached indices are of those classes only
         parts["positive_classes"] = list(patch.positive_classes)
+    if patch.negative_classes is not None:  # a second cached index list
+        parts["negative_classes"] = list(patch.negative_classes)
     fingerprint = transform_fingerprint(
         chain="train",
         keys=keys,

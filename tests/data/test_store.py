@@ -289,6 +289,54 @@ def test_positive_patches_can_be_centred_on_one_class(tmp_path, classes):
     assert with_embolus == 40 if classes else with_embolus <= 2
 
 
+@pytest.mark.parametrize("fraction", [0.0, 1.0])
+def test_negative_patches_can_be_centred_on_the_vessels(tmp_path, fraction):
+    """A 2^3 embolus (1) in one corner of a 40^3 volume, a 3^3 vein (3) in the opposite corner and nothing else
+    labelled: with ``negative_classes: [3]`` at fraction 1 every negative 6^3 patch holds the vein (a patch
+    drawn anywhere off the embolus reaches it with probability about 3^3 * 8^3 / 40^3, a fifth); at fraction 0
+    the draws are exactly those without hard negatives. The store draws the in-memory chain's patches."""
+    image = np.full((40, 40, 40), 40.0, dtype=np.float32)
+    label = np.zeros((40, 40, 40), dtype=np.uint8)
+    label[2:4, 2:4, 2:4] = 1
+    label[34:37, 34:37, 34:37] = 3
+    nib.save(nib.Nifti1Image(image, np.eye(4)), tmp_path / "c.nii.gz")
+    nib.save(nib.Nifti1Image(label, np.eye(4)), tmp_path / "c_seg.nii.gz")
+    items = [{"case": "c", "image": str(tmp_path / "c.nii.gz"), "label": str(tmp_path / "c_seg.nii.gz")}]
+    pre = PreprocessingSettings(spacing=None, crop_foreground=False, binarize_label=False)
+    common = {"patch_size": (6, 6, 6), "samples_per_volume": 60, "pos_fraction": 0.5, "positive_classes": (1,)}
+    patch = PatchSettings(**common, negative_classes=(3,), negative_class_fraction=fraction)
+    store = _store(tmp_path / "store", pre)
+    fill_store(store, items)
+    patches = StorePatchDataset(items, store, pre, patch, None)[(0, 5)]
+    chain = build_train_transforms(pre, patch, None)
+    chain.set_random_state(seed=5)
+    for ref, mine in zip(chain(dict(items[0])), patches, strict=True):
+        assert torch.equal(mine["label"].as_tensor(), ref["label"].as_tensor())
+    negatives = [p for p in patches if not bool((p["label"] == 1).any())]
+    assert 15 <= len(negatives) <= 45  # pos_fraction 0.5 of 60 draws
+    with_vein = sum(bool((p["label"] == 3).any()) for p in negatives)
+    if fraction == 1.0:
+        assert with_vein == len(negatives)
+    else:
+        plain = build_train_transforms(pre, PatchSettings(**common), None)
+        plain.set_random_state(seed=5)
+        for ref, mine in zip(plain(dict(items[0])), patches, strict=True):
+            assert torch.equal(mine["label"].as_tensor(), ref["label"].as_tensor())
+        assert with_vein < len(negatives) / 2
+
+
+def test_negative_classes_are_checked():
+    with pytest.raises(Exception, match="negative_classes"):
+        PatchSettings(negative_classes=[2, 3])  # needs positive_classes, which they must not share
+    with pytest.raises(Exception, match="negative_classes"):
+        PatchSettings(positive_classes=[1, 2], negative_classes=[2, 3])
+    with pytest.raises(Exception, match="negative_class_fraction"):
+        PatchSettings(positive_classes=[1], negative_classes=[2], negative_class_fraction=1.5)
+    settings = PatchSettings(positive_classes=[1], negative_classes=[3, 2, 2], negative_class_fraction=0.7)
+    assert settings.negative_classes == (2, 3)
+    assert settings.negative_class_fraction == 0.7
+
+
 def test_positive_classes_are_checked():
     with pytest.raises(Exception, match="positive_classes"):
         PatchSettings(positive_classes=[0])
