@@ -303,7 +303,12 @@ def test_negative_patches_can_be_centred_on_the_vessels(tmp_path, fraction):
     nib.save(nib.Nifti1Image(label, np.eye(4)), tmp_path / "c_seg.nii.gz")
     items = [{"case": "c", "image": str(tmp_path / "c.nii.gz"), "label": str(tmp_path / "c_seg.nii.gz")}]
     pre = PreprocessingSettings(spacing=None, crop_foreground=False, binarize_label=False)
-    common = {"patch_size": (6, 6, 6), "samples_per_volume": 60, "pos_fraction": 0.5, "positive_classes": (1,)}
+    common = {
+        "patch_size": (6, 6, 6),
+        "samples_per_volume": 60,
+        "pos_fraction": 0.5,
+        "positive_classes": (1,),
+    }
     patch = PatchSettings(**common, negative_classes=(3,), negative_class_fraction=fraction)
     store = _store(tmp_path / "store", pre)
     fill_store(store, items)
