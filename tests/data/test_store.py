@@ -260,20 +260,25 @@ def test_the_ct_foreground_normalisation_is_applied_when_reading(items, tmp_path
     assert float((whole - reference).abs().max()) <= tolerance
 
 
+def _labelled_cube(tmp_path: Path, label: np.ndarray) -> tuple[list[dict[str, str]], PreprocessingSettings]:
+    """One case of uniform 40 HU with ``label``, and preprocessing that keeps its grid and label values."""
+    image = np.full(label.shape, 40.0, dtype=np.float32)
+    nib.save(nib.Nifti1Image(image, np.eye(4)), tmp_path / "c.nii.gz")
+    nib.save(nib.Nifti1Image(label, np.eye(4)), tmp_path / "c_seg.nii.gz")
+    items = [{"case": "c", "image": str(tmp_path / "c.nii.gz"), "label": str(tmp_path / "c_seg.nii.gz")}]
+    return items, PreprocessingSettings(spacing=None, crop_foreground=False, binarize_label=False)
+
+
 @pytest.mark.parametrize("classes", [None, (1,)])
 def test_positive_patches_can_be_centred_on_one_class(tmp_path, classes):
     """A 2^3 embolus (1) in one corner of a 40^3 volume and an 18^3 artery block (2) in the other: with
     ``positive_classes: [1]`` every positive 6^3 patch holds the embolus; with any non-zero value positive, a
     patch reaches the embolus only when drawn at one of its 8 of 5840 labelled voxels (never from the
     distant artery). The store draws the in-memory chain's patches either way."""
-    image = np.full((40, 40, 40), 40.0, dtype=np.float32)
     label = np.zeros((40, 40, 40), dtype=np.uint8)
     label[2:4, 2:4, 2:4] = 1
     label[20:38, 20:38, 20:38] = 2
-    nib.save(nib.Nifti1Image(image, np.eye(4)), tmp_path / "c.nii.gz")
-    nib.save(nib.Nifti1Image(label, np.eye(4)), tmp_path / "c_seg.nii.gz")
-    items = [{"case": "c", "image": str(tmp_path / "c.nii.gz"), "label": str(tmp_path / "c_seg.nii.gz")}]
-    pre = PreprocessingSettings(spacing=None, crop_foreground=False, binarize_label=False)
+    items, pre = _labelled_cube(tmp_path, label)
     patch = PatchSettings(
         patch_size=(6, 6, 6), samples_per_volume=40, pos_fraction=1.0, positive_classes=classes
     )
@@ -295,14 +300,10 @@ def test_negative_patches_can_be_centred_on_the_vessels(tmp_path, fraction):
     labelled: with ``negative_classes: [3]`` at fraction 1 every negative 6^3 patch holds the vein (a patch
     drawn anywhere off the embolus reaches it with probability about 3^3 * 8^3 / 40^3, a fifth); at fraction 0
     the draws are exactly those without hard negatives. The store draws the in-memory chain's patches."""
-    image = np.full((40, 40, 40), 40.0, dtype=np.float32)
     label = np.zeros((40, 40, 40), dtype=np.uint8)
     label[2:4, 2:4, 2:4] = 1
     label[34:37, 34:37, 34:37] = 3
-    nib.save(nib.Nifti1Image(image, np.eye(4)), tmp_path / "c.nii.gz")
-    nib.save(nib.Nifti1Image(label, np.eye(4)), tmp_path / "c_seg.nii.gz")
-    items = [{"case": "c", "image": str(tmp_path / "c.nii.gz"), "label": str(tmp_path / "c_seg.nii.gz")}]
-    pre = PreprocessingSettings(spacing=None, crop_foreground=False, binarize_label=False)
+    items, pre = _labelled_cube(tmp_path, label)
     common = {
         "patch_size": (6, 6, 6),
         "samples_per_volume": 60,
