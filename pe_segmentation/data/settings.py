@@ -182,12 +182,12 @@ class PatchSettings(SettingsSection):
             self._set(name, tuple(sorted({self._int(name, v, low=1) for v in classes})))
         if self.negative_classes is not None:
             shared = set(self.negative_classes) & set(self.positive_classes or ())
-            if shared or self.positive_classes is None:
+            if self.positive_classes is None:
                 raise self._fail(
-                    "negative_classes",
-                    "must be label values that are not positive: set positive_classes without "
-                    f"{sorted(shared) or list(self.negative_classes)}",
+                    "negative_classes", "needs positive_classes: the values positive patches are on"
                 )
+            if shared:
+                raise self._fail("negative_classes", f"shares {sorted(shared)} with positive_classes")
         self._set("negative_class_fraction", self._number("negative_class_fraction", low=0.0, high=1.0))
 
     @property
